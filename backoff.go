@@ -1,0 +1,247 @@
+package colonyauth
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// RetryConfig is the backoff schedule of one token exchange. Its zero value
+// makes a single attempt; DefaultRetry is what New uses.
+//
+// Delays double from BaseDelay up to MaxDelay. Every sleep goes through the
+// clock given WithClock, so tests control the schedule exactly.
+type RetryConfig struct {
+	MaxRetries int           // retries after the first attempt; 0 = single attempt
+	BaseDelay  time.Duration // delay before the first retry; 0 = 2s
+	MaxDelay   time.Duration // cap of any delay, and of an accepted Retry-After; 0 = 60s
+	RetryOn    []int         // statuses retried; nil = {502, 503, 504}; 401, 403 and 429 are never retried
+	Jitter     float64       // 0 = exact schedule; j in (0,1]: each delay drawn from [d*(1-j), d]
+}
+
+// DefaultRetry returns the schedule New uses: 7 attempts with 2, 4, 8, 16,
+// 32 and 60 s between them (a 122 s budget), retrying 502, 503 and 504.
+// It rides through a restart or short outage of /auth/token at start-up.
+func DefaultRetry() RetryConfig {
+	return RetryConfig{
+		MaxRetries: 6,
+		BaseDelay:  2 * time.Second,
+		MaxDelay:   60 * time.Second,
+		RetryOn:    []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout},
+	}
+}
+
+// Delay returns the sleep before retry n+1 (n counts from 0), without
+// jitter: min(BaseDelay*2^n, MaxDelay).
+func (r RetryConfig) Delay(n int) time.Duration {
+	base, max := r.baseDelay(), r.maxDelay()
+	if n < 0 {
+		n = 0
+	}
+	for i := 0; i < n; i++ {
+		if base >= max {
+			break
+		}
+		base *= 2
+	}
+	return min(base, max)
+}
+
+// Budget returns the sum of all delays of a failing exchange: the longest a
+// caller without a valid token waits, apart from the attempts themselves.
+// It is 122s for DefaultRetry.
+func (r RetryConfig) Budget() time.Duration {
+	var total time.Duration
+	for n := 0; n < r.MaxRetries; n++ {
+		total += r.Delay(n)
+	}
+	return total
+}
+
+func (r RetryConfig) baseDelay() time.Duration {
+	if r.BaseDelay == 0 {
+		return 2 * time.Second
+	}
+	return r.BaseDelay
+}
+
+func (r RetryConfig) maxDelay() time.Duration {
+	if r.MaxDelay == 0 {
+		return 60 * time.Second
+	}
+	return r.MaxDelay
+}
+
+func (r RetryConfig) retryOn(status int) bool {
+	if r.RetryOn == nil {
+		return slices.Contains(DefaultRetry().RetryOn, status)
+	}
+	return slices.Contains(r.RetryOn, status)
+}
+
+// validate reports a configuration that cannot be meant, instead of
+// clamping it silently.
+func (r RetryConfig) validate() error {
+	switch {
+	case r.MaxRetries < 0:
+		return configError(nil, "invalid RetryConfig: MaxRetries is %d, want 0 or more (0 = one attempt)", r.MaxRetries)
+	case r.BaseDelay < 0 || r.MaxDelay < 0:
+		return configError(nil, "invalid RetryConfig: negative delay (BaseDelay %v, MaxDelay %v)", r.BaseDelay, r.MaxDelay)
+	case r.maxDelay() < r.baseDelay():
+		return configError(nil, "invalid RetryConfig: MaxDelay %v is less than BaseDelay %v", r.maxDelay(), r.baseDelay())
+	case !(r.Jitter >= 0 && r.Jitter <= 1): // also rejects NaN
+		return configError(nil, "invalid RetryConfig: Jitter is %v, want a value in [0, 1]", r.Jitter)
+	}
+	for _, s := range r.RetryOn {
+		if s < 400 || s > 599 || s == http.StatusUnauthorized || s == http.StatusForbidden || s == http.StatusTooManyRequests {
+			return configError(nil, "invalid RetryConfig: cannot retry status %d (only 4xx/5xx; never 401, 403 or 429)", s)
+		}
+	}
+	return nil
+}
+
+// jitter draws d from [d*(1-j), d]; it returns d when j is 0.
+func jitter(d time.Duration, j float64) time.Duration {
+	if j == 0 || d <= 0 {
+		return d
+	}
+	return d - time.Duration(rand.Float64()*j*float64(d))
+}
+
+// attemptError is the outcome of one failed HTTP attempt.
+type attemptError struct {
+	err        *Error        // what the caller sees if this is the last attempt
+	retry      bool          // worth another attempt
+	unsent     bool          // failed before a request was sent
+	retryAfter time.Duration // the server's Retry-After, 0 if none
+}
+
+// withRetry runs attempt until it succeeds, fails permanently or the
+// schedule is spent, sleeping on s.clock between attempts. The returned
+// error is always an *Error with Attempts set.
+func (s *TokenSource) withRetry(ctx context.Context, r RetryConfig, attempt func(context.Context) (*exchanged, *attemptError)) (*exchanged, *Error) {
+	for n := 0; ; n++ {
+		res, aerr := attempt(ctx)
+		if aerr == nil {
+			s.log.Debug("colonyauth: token obtained", "attempts", n+1)
+			return res, nil
+		}
+		e := aerr.err
+		e.Attempts = n + 1
+		if aerr.unsent {
+			e.Attempts = n
+		}
+		if !aerr.retry {
+			return nil, e
+		}
+		if aerr.retryAfter > r.maxDelay() || n == r.MaxRetries {
+			return nil, unavailable(e, aerr.retryAfter)
+		}
+		delay := jitter(r.Delay(n), r.Jitter)
+		if aerr.retryAfter > 0 {
+			delay = aerr.retryAfter
+		}
+		s.log.Warn("colonyauth: token exchange failed, retrying",
+			"attempt", n+1, "status", e.StatusCode, "error", e.logText(), "delay", delay)
+		t := s.clock.Timer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, &Error{Attempts: n + 1, Message: "gave up waiting to retry", Err: ctx.Err()}
+		}
+	}
+}
+
+// unavailable turns the last attempt's failure into ErrUnavailable.
+func unavailable(last *Error, retryAfter time.Duration) *Error {
+	e := *last
+	e.kind = ErrUnavailable
+	e.RetryAfter = retryAfter
+	return &e
+}
+
+// logText is the short cause of a failed attempt for a log line.
+func (e *Error) logText() string {
+	if e.StatusCode == 0 && e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Message
+}
+
+// parseRetryAfter reads delta-seconds or an HTTP date; 0 means absent or
+// already past. Absurd values are capped at a day.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	const maxWait = 24 * time.Hour
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > int64(maxWait/time.Second) {
+			return maxWait
+		}
+		return time.Duration(secs) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	if d > maxWait {
+		return maxWait
+	}
+	return d.Round(time.Second)
+}
+
+// transient reports whether a transport error is worth another attempt:
+// refused or reset connections, timeouts, unexpected EOF and temporary DNS
+// failures are; unknown hosts, TLS and certificate errors are not.
+func transient(err error) bool {
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		recErr  tls.RecordHeaderError
+		uaErr   x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invErr  x509.CertificateInvalidError
+		netErr  net.Error
+		opErr   *net.OpError
+	)
+	switch {
+	case errors.As(err, &dnsErr):
+		return !dnsErr.IsNotFound && (dnsErr.IsTemporary || dnsErr.IsTimeout)
+	case errors.As(err, &certErr), errors.As(err, &recErr), errors.As(err, &uaErr),
+		errors.As(err, &hostErr), errors.As(err, &invErr):
+		return false
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return true
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return true
+	case errors.As(err, &opErr):
+		return true // other socket-level failures: the network, not the request
+	}
+	return false
+}
+
+// discardLogger is used when no logger is given: the package is silent.
+var discardLogger = slog.New(slog.DiscardHandler)

@@ -1,0 +1,386 @@
+// Package colonyauthtest is a fake Colony API for tests, in the manner of
+// net/http/httptest: start one, point the code under test at its URL, and
+// script outages, rate limits and revocations.
+//
+//	srv := colonyauthtest.NewServer()
+//	defer srv.Close()
+//	src := colonyauth.New(srv.APIKey, colonyauth.WithBaseURL(srv.URL))
+//
+// It serves POST /auth/token as the Colony does (HS256 JWTs with exp,
+// {"detail": …} errors, optional two-factor codes) and GET /users/me, which
+// checks the bearer token's signature, expiry and revocation and answers
+// 401 like the real API. It never logs or records an API key.
+package colonyauthtest
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/benbjohnson/clock"
+)
+
+// DefaultLifetime is the life of the tokens the server issues, as on the
+// real Colony.
+const DefaultLifetime = 24 * time.Hour
+
+// Server is a fake Colony. Its methods are safe for concurrent use.
+type Server struct {
+	// URL is the base URL of the API, ending in /api/v1: pass it to
+	// colonyauth.WithBaseURL.
+	URL string
+	// APIKey is a key the server accepts (a fresh random one per server,
+	// unless WithAPIKey set it).
+	APIKey string
+
+	http   *httptest.Server // nil for a server made by NewUnstarted
+	clock  clock.Clock
+	secret []byte
+
+	mu        sync.Mutex
+	lifetime  time.Duration
+	totp      string
+	fail      []outcome // answers for the next exchanges, in order
+	down      *outcome  // answer of every exchange while down
+	latency   time.Duration
+	revoked   int // tokens of earlier generations are rejected
+	issued    int
+	requests  []Request
+	exchanges int
+}
+
+// outcome is a scripted failure of /auth/token.
+type outcome struct {
+	status     int
+	retryAfter time.Duration
+}
+
+// Request is what the server recorded of a request it received. It holds
+// no secret: only whether the key was right.
+type Request struct {
+	Method string
+	Path   string      // below the base URL, e.g. "/auth/token"
+	Header http.Header // as received (the Authorization header is redacted)
+	Fields []string    // the JSON body's field names, sorted
+	KeyOK  bool        // /auth/token: the api_key field was the server's key
+	Status int         // the status the server answered
+	Time   time.Time   // on the server's clock
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithClock makes the server read time (token issue and expiry, latency)
+// from c; share a *clock.Mock with the client for deterministic tests.
+func WithClock(c clock.Clock) Option { return func(s *Server) { s.clock = c } }
+
+// WithLifetime sets the life of issued tokens (default DefaultLifetime).
+func WithLifetime(d time.Duration) Option { return func(s *Server) { s.lifetime = d } }
+
+// WithAPIKey sets the key the server accepts instead of a random one.
+func WithAPIKey(key string) Option { return func(s *Server) { s.APIKey = key } }
+
+// NewServer starts a fake Colony on a loopback port. Close it when done.
+func NewServer(opts ...Option) *Server {
+	s := NewUnstarted(opts...)
+	s.http = httptest.NewServer(s)
+	s.URL = s.http.URL + "/api/v1"
+	return s
+}
+
+// NewUnstarted returns a fake Colony that listens nowhere: reach it with
+// Client or Transport, which serve requests in memory. Its URL is
+// http://colony.localhost/api/v1. It suits testing/synctest bubbles, where
+// real sockets are not allowed to block.
+func NewUnstarted(opts ...Option) *Server {
+	s := &Server{
+		URL:      "http://colony.localhost/api/v1",
+		APIKey:   "col_" + randomText(32),
+		clock:    clock.New(),
+		secret:   []byte(randomText(32)),
+		lifetime: DefaultLifetime,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Close stops a server started by NewServer; it is a no-op otherwise.
+func (s *Server) Close() {
+	if s.http != nil {
+		s.http.Close()
+	}
+}
+
+// Client returns an HTTP client that reaches this server in memory,
+// whatever host a request names.
+func (s *Server) Client() *http.Client { return &http.Client{Transport: s.Transport()} }
+
+// Transport returns an http.RoundTripper that serves every request with
+// this server's handler, in memory.
+func (s *Server) Transport() http.RoundTripper {
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		if err := r.Context().Err(); err != nil {
+			return nil, err
+		}
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, r)
+		resp := rec.Result()
+		resp.Request = r
+		return resp, nil
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// FailNext makes the next n exchanges answer status, with a Retry-After
+// header of retryAfter if it is not 0.
+func (s *Server) FailNext(n, status int, retryAfter time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range n {
+		s.fail = append(s.fail, outcome{status, retryAfter})
+	}
+}
+
+// Down makes every exchange answer status (e.g. 502) until Up.
+func (s *Server) Down(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = &outcome{status: status}
+}
+
+// Up ends Down.
+func (s *Server) Up() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = nil
+}
+
+// RevokeAll makes every token issued so far fail on the API with 401.
+func (s *Server) RevokeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.revoked = s.issued + 1
+}
+
+// SetLatency makes every request wait d on the server's clock first.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// RequireTOTP turns on two-factor authentication: exchanges must carry
+// totp_code equal to code ("" turns it off).
+func (s *Server) RequireTOTP(code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.totp = code
+}
+
+// Requests returns the requests received so far, oldest first.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
+
+// Exchanges returns how many POST /auth/token requests the server received.
+func (s *Server) Exchanges() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exchanges
+}
+
+// ServeHTTP serves the fake API; the base URL's path (/api/v1) is optional.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	latency := s.latency
+	s.mu.Unlock()
+	if latency > 0 {
+		s.clock.Sleep(latency)
+	}
+	path := strings.TrimPrefix(r.URL.Path, "/api/v1")
+	rec := Request{Method: r.Method, Path: path, Header: r.Header.Clone(), Time: s.clock.Now()}
+	if rec.Header.Get("Authorization") != "" {
+		rec.Header.Set("Authorization", "[REDACTED]")
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	switch {
+	case path == "/auth/token" && r.Method == http.MethodPost:
+		s.token(sw, r, &rec)
+	case path == "/auth/token":
+		writeDetail(sw, http.StatusMethodNotAllowed, "", "Method Not Allowed")
+	case path == "/users/me" && r.Method == http.MethodGet:
+		s.me(sw, r)
+	default:
+		writeDetail(sw, http.StatusNotFound, "", "Not Found")
+	}
+	rec.Status = sw.status
+	s.mu.Lock()
+	s.requests = append(s.requests, rec)
+	s.mu.Unlock()
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request, rec *Request) {
+	var body map[string]any
+	err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body)
+	for k := range body {
+		rec.Fields = append(rec.Fields, k)
+	}
+	slices.Sort(rec.Fields)
+	key, _ := body["api_key"].(string)
+	code, _ := body["totp_code"].(string)
+	rec.KeyOK = key != "" && hmac.Equal([]byte(key), []byte(s.APIKey))
+
+	s.mu.Lock()
+	s.exchanges++
+	var out *outcome
+	switch {
+	case s.down != nil:
+		out = s.down
+	case len(s.fail) > 0:
+		out = &s.fail[0]
+		s.fail = s.fail[1:]
+	}
+	totp := s.totp
+	s.mu.Unlock()
+
+	switch {
+	case out != nil:
+		if out.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(out.retryAfter/time.Second)))
+		}
+		if out.status == http.StatusTooManyRequests {
+			writeDetail(w, out.status, "RATE_LIMITED", "Too many authentication attempts")
+			return
+		}
+		writeDetail(w, out.status, "", http.StatusText(out.status))
+	case err != nil:
+		writeDetail(w, http.StatusUnprocessableEntity, "", "body must be a JSON object")
+	case !rec.KeyOK:
+		writeDetail(w, http.StatusUnauthorized, "AUTH_INVALID_KEY", "Invalid API key")
+	case totp != "" && code == "":
+		writeDetail(w, http.StatusUnauthorized, "AUTH_2FA_REQUIRED", "Two-factor code required")
+	case totp != "" && !hmac.Equal([]byte(code), []byte(totp)):
+		writeDetail(w, http.StatusUnauthorized, "AUTH_2FA_INVALID", "Invalid two-factor code")
+	default:
+		s.mu.Lock()
+		s.issued++
+		gen := s.issued
+		life := s.lifetime
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{
+			"access_token": s.sign(gen, s.clock.Now(), life),
+			"token_type":   "bearer",
+			"expires_in":   int64(life / time.Second),
+		})
+	}
+}
+
+func (s *Server) me(w http.ResponseWriter, r *http.Request) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		writeDetail(w, http.StatusUnauthorized, "AUTH_REQUIRED", "Not authenticated")
+		return
+	}
+	c, err := s.verify(tok)
+	if err != "" {
+		writeDetail(w, http.StatusUnauthorized, "AUTH_INVALID_TOKEN", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": c.Sub, "username": "test-agent"})
+}
+
+type claims struct {
+	Sub string `json:"sub"`
+	Iat int64  `json:"iat"`
+	Exp int64  `json:"exp"`
+	Gen int    `json:"gen"`
+}
+
+var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+
+func (s *Server) sign(gen int, now time.Time, life time.Duration) string {
+	payload, _ := json.Marshal(claims{Sub: "agent-1", Iat: now.Unix(), Exp: now.Add(life).Unix(), Gen: gen})
+	unsigned := jwtHeader + "." + base64.RawURLEncoding.EncodeToString(payload)
+	return unsigned + "." + s.mac(unsigned)
+}
+
+func (s *Server) mac(text string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte(text))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// verify checks a token as the API would; it returns why it is refused.
+func (s *Server) verify(tok string) (claims, string) {
+	var c claims
+	i := strings.LastIndexByte(tok, '.')
+	if i < 0 || !hmac.Equal([]byte(tok[i+1:]), []byte(s.mac(tok[:i]))) {
+		return c, "Invalid token"
+	}
+	_, payload, _ := strings.Cut(tok[:i], ".")
+	data, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil || json.Unmarshal(data, &c) != nil {
+		return c, "Invalid token"
+	}
+	s.mu.Lock()
+	revoked := c.Gen < s.revoked
+	s.mu.Unlock()
+	switch {
+	case revoked:
+		return c, "Token revoked"
+	case !s.clock.Now().Before(time.Unix(c.Exp, 0)):
+		return c, "Token expired"
+	}
+	return c, ""
+}
+
+func writeDetail(w http.ResponseWriter, status int, code, msg string) {
+	if code == "" {
+		writeJSON(w, status, map[string]any{"detail": msg})
+		return
+	}
+	writeJSON(w, status, map[string]any{"detail": map[string]string{"code": code, "message": msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func randomText(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return strings.TrimRight(base64.RawURLEncoding.EncodeToString(b), "=")[:n]
+}
+
+// String describes the server without its key.
+func (s *Server) String() string { return fmt.Sprintf("colonyauthtest.Server(%s)", s.URL) }

@@ -1,0 +1,192 @@
+package colonyauth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Every error the package returns is an [*Error]; test its
+// cause with errors.Is against these values, and read the details (status,
+// Colony code, Retry-After, attempts) with errors.As.
+var (
+	// ErrInvalidKey: the API key was rejected (401/403), or is malformed
+	// before anything was sent (empty, whitespace, a JWT instead of a key).
+	// Retrying will not help; fix or rotate the key.
+	ErrInvalidKey = errors.New("colonyauth: invalid api key")
+
+	// ErrTwoFactorRequired: the account has two-factor authentication and no
+	// code was sent. Configure WithTOTP.
+	ErrTwoFactorRequired = errors.New("colonyauth: two-factor code required")
+
+	// ErrTwoFactorInvalid: the two-factor code was wrong, reused or
+	// malformed. The key is fine; wait for the next code.
+	ErrTwoFactorInvalid = errors.New("colonyauth: two-factor code invalid")
+
+	// ErrRateLimited: /auth/token answered 429. The server is counting
+	// authentications; the source does not retry before RetryAfter.
+	ErrRateLimited = errors.New("colonyauth: rate limited")
+
+	// ErrUnavailable: /auth/token kept failing until the retry budget was
+	// spent, or asked (Retry-After) for a longer wait than MaxDelay.
+	ErrUnavailable = errors.New("colonyauth: token endpoint unavailable")
+
+	// ErrMalformedResponse: a 2xx answer without a usable bearer token, or an
+	// answer larger than 1 MiB. Usually a wrong base URL or a proxy page.
+	ErrMalformedResponse = errors.New("colonyauth: malformed token response")
+)
+
+// Error is the one error type of the package. It describes a failed token
+// exchange, or a configuration problem found before any request was sent
+// (then StatusCode and Attempts are 0).
+//
+// Its text names the status, the Colony code, the attempts made and what to
+// do next. It never contains the API key or a token: server messages that
+// echo them are redacted.
+type Error struct {
+	StatusCode int           // HTTP status of the last answer; 0 when there was none
+	Code       string        // the Colony's machine code (e.g. AUTH_2FA_INVALID), if any
+	Message    string        // the server's or the package's message, trimmed and redacted
+	RetryAfter time.Duration // wait before trying again: from Retry-After, or the remembered cool-down
+	Attempts   int           // HTTP attempts made for this exchange
+	Err        error         // *oauth2.RetrieveError for HTTP failures, or the underlying error
+
+	kind error // one of the sentinels, or nil
+}
+
+// Is reports whether target is the sentinel that classifies e, so that
+// errors.Is(err, ErrRateLimited) works through any wrapping.
+func (e *Error) Is(target error) bool { return e.kind != nil && target == e.kind }
+
+// Unwrap returns e.Err, so errors.As finds an *oauth2.RetrieveError and
+// errors.Is finds context.DeadlineExceeded or a transport error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Error returns a one-line description: what failed, the facts in
+// parentheses, the server's message, and what to do next.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("colonyauth: ")
+	b.WriteString(e.summary())
+	var facts []string
+	if e.StatusCode != 0 {
+		facts = append(facts, fmt.Sprintf("status %d %s", e.StatusCode, http.StatusText(e.StatusCode)))
+	}
+	if e.Code != "" {
+		facts = append(facts, "code "+e.Code)
+	}
+	if e.Attempts > 0 {
+		facts = append(facts, plural(e.Attempts, "attempt"))
+	}
+	if e.RetryAfter > 0 {
+		facts = append(facts, "retry after "+e.RetryAfter.String())
+	}
+	if len(facts) > 0 {
+		b.WriteString(" (" + strings.Join(facts, ", ") + ")")
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if e.Err != nil && e.StatusCode == 0 {
+		b.WriteString(": " + e.Err.Error())
+	}
+	if h := e.hint(); h != "" {
+		b.WriteString("; " + h)
+	}
+	return b.String()
+}
+
+func (e *Error) summary() string {
+	switch e.kind {
+	case ErrInvalidKey:
+		return "api key rejected"
+	case ErrTwoFactorRequired:
+		return "two-factor code required"
+	case ErrTwoFactorInvalid:
+		return "two-factor code rejected"
+	case ErrRateLimited:
+		return "rate limited by /auth/token"
+	case ErrUnavailable:
+		return "/auth/token unavailable"
+	case ErrMalformedResponse:
+		return "malformed /auth/token response"
+	}
+	if e.StatusCode != 0 {
+		return "/auth/token failed"
+	}
+	if e.Attempts == 0 && e.Err == nil {
+		return "invalid configuration"
+	}
+	return "token exchange failed"
+}
+
+func (e *Error) hint() string {
+	switch e.kind {
+	case ErrInvalidKey:
+		if e.StatusCode == 0 {
+			return "pass the Colony API key (col_…), not a token; nothing was sent"
+		}
+		return "check that the key belongs to this base URL; if it was revoked or rotated, create a new key (retrying will not help)"
+	case ErrTwoFactorRequired:
+		return "the account has two-factor authentication: use WithTOTP with a function that returns the current code"
+	case ErrTwoFactorInvalid:
+		return "wait for the next code from the authenticator and try again (each code is accepted once); the api key is fine, do not rotate it"
+	case ErrRateLimited:
+		return "too many authentications from this address: wait for RetryAfter, retrying sooner makes it worse"
+	case ErrUnavailable:
+		return "the Colony's token endpoint is failing; try again after RetryAfter (a running program keeps its current token meanwhile)"
+	case ErrMalformedResponse:
+		return "check that the base URL is the Colony API (…/api/v1) and not a proxy or web page"
+	}
+	switch e.StatusCode {
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return "check the base URL: it should end in /api/v1"
+	}
+	return ""
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// configError reports bad input found before any request: the message says
+// what was wrong.
+func configError(kind error, format string, args ...any) *Error {
+	return &Error{Message: fmt.Sprintf(format, args...), kind: kind}
+}
+
+// redactor removes secrets from text that came from outside (server
+// messages, response bodies, transport errors).
+type redactor struct{ key string }
+
+// jwtLike matches a JWT or its start; colKey matches anything shaped like a
+// Colony API key. Both are replaced even when they are not ours.
+var (
+	jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]*){0,2}`)
+	colKey  = regexp.MustCompile(`col_[A-Za-z0-9_\-]+`)
+)
+
+const redacted = "[REDACTED]"
+
+func (r redactor) text(s string) string {
+	if r.key != "" {
+		s = strings.ReplaceAll(s, r.key, redacted)
+	}
+	s = jwtLike.ReplaceAllString(s, redacted)
+	return colKey.ReplaceAllString(s, redacted)
+}
+
+// message trims a server message to one readable line of at most 200 bytes.
+func (r redactor) message(s string) string {
+	s = strings.Join(strings.Fields(r.text(s)), " ")
+	if len(s) > 200 {
+		s = strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return s
+}
