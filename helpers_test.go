@@ -46,6 +46,9 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 // handlerClient serves every request with h, in memory.
 func handlerClient(h http.HandlerFunc) *http.Client {
 	return &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+		if r.Body == nil {
+			r.Body = http.NoBody // as a server would see it
+		}
 		rec := httptest.NewRecorder()
 		h(rec, r)
 		resp := rec.Result()

@@ -22,6 +22,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -163,7 +164,6 @@ type TokenSource struct {
 	mu          sync.Mutex
 	flight      *flight   // the exchange in progress, if any
 	cacheLoaded bool      // the cache was read once
-	nextTry     time.Time // no refresh attempt while serving a valid token before this
 	failErr     *Error    // remembered failure ...
 	failUntil   time.Time // ... returned without a request until this
 }
@@ -196,10 +196,10 @@ func newState(access string, obtained, exp time.Time) *state {
 // after exp).
 func (st *state) askAt(t time.Time) *state {
 	t = minTime(t, st.exp)
-	tok := *st.tok
-	tok.Expiry = t
 	cp := *st
-	cp.tok = &tok
+	// A new Token, not a copy of st.tok: oauth2.ReuseTokenSource writes to
+	// the tokens it is given.
+	cp.tok = &oauth2.Token{AccessToken: st.tok.AccessToken, TokenType: st.tok.TokenType, Expiry: t}
 	cp.due = t.Add(-st.margin)
 	return &cp
 }
@@ -375,8 +375,9 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 		}
 		if st != nil && now.Before(st.expires) {
 			// Serve stale: the token is still valid, so the caller never
-			// waits; at most one refresh attempt runs meanwhile.
-			if s.flight == nil && !now.Before(s.nextTry) {
+			// waits; one refresh attempt runs meanwhile. (After a failed
+			// attempt, st.due is the time of the next one.)
+			if s.flight == nil {
 				s.start(true)
 			}
 			s.mu.Unlock()
@@ -432,18 +433,20 @@ func (s *TokenSource) run(f *flight) {
 	if err == nil {
 		f.st = res.state(now)
 		s.cur.Store(f.st)
-		s.failErr, s.failUntil, s.nextTry = nil, time.Time{}, time.Time{}
+		s.failErr, s.failUntil = nil, time.Time{}
 	} else {
 		f.err = err
-		s.remember(err, now)
-		if f.stale {
-			s.nextTry = now.Add(max(jitter(staleInterval, s.retry.Jitter), minStale))
-			if s.failUntil.After(s.nextTry) {
-				s.nextTry = s.failUntil
+		if !f.stale || !errors.Is(err, ErrUnavailable) || err.RetryAfter > 0 {
+			s.remember(err, now) // one failed refresh attempt is not a spent budget
+		}
+		if cur := s.cur.Load(); f.stale && cur != nil && now.Before(cur.expires) {
+			// Keep serving the valid token; ask again in about 5 minutes
+			// (at most 15 attempts an hour), or when the server said.
+			next := now.Add(max(jitter(staleInterval, s.retry.Jitter), minStale))
+			if s.failUntil.After(next) {
+				next = s.failUntil
 			}
-			if cur := s.cur.Load(); cur != nil && now.Before(cur.expires) {
-				s.cur.Store(cur.askAt(s.nextTry))
-			}
+			s.cur.Store(cur.askAt(next))
 		}
 	}
 	s.flight = nil
@@ -486,7 +489,7 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 		return
 	}
 	s.cur.Store(nil)
-	s.failErr, s.failUntil, s.nextTry = nil, time.Time{}, time.Time{}
+	s.failErr, s.failUntil = nil, time.Time{}
 	s.mu.Unlock()
 	s.deleteCache()
 }

@@ -243,6 +243,12 @@ func TestHTTPClientPrecedence(t *testing.T) {
 // B14: neither the key nor a token reaches an error, a log line, String or
 // any fmt verb, even when the server echoes them back.
 func TestNoSecretLeaks(t *testing.T) {
+	for _, key := range []string{testKey, "legacy-Secret.Key~42"} {
+		t.Run(key[:6], func(t *testing.T) { testNoSecretLeaks(t, key) })
+	}
+}
+
+func testNoSecretLeaks(t *testing.T, testKey string) {
 	const token = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjk5OTk5OTk5OTl9.c2lnbmF0dXJl"
 	var logs logBuffer
 	var n atomic.Int32

@@ -135,6 +135,10 @@ func (s *Server) Transport() http.RoundTripper {
 		if err := r.Context().Err(); err != nil {
 			return nil, err
 		}
+		if r.Body == nil {
+			r = r.Clone(r.Context())
+			r.Body = http.NoBody // as a server would see it
+		}
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, r)
 		resp := rec.Result()
@@ -178,7 +182,8 @@ func (s *Server) RevokeAll() {
 	s.revoked = s.issued + 1
 }
 
-// SetLatency makes every request wait d on the server's clock first.
+// SetLatency makes every /auth/token request wait d on the server's clock
+// before it is answered (the API itself stays fast).
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,13 +214,13 @@ func (s *Server) Exchanges() int {
 
 // ServeHTTP serves the fake API; the base URL's path (/api/v1) is optional.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/api/v1")
 	s.mu.Lock()
 	latency := s.latency
 	s.mu.Unlock()
-	if latency > 0 {
+	if latency > 0 && path == "/auth/token" {
 		s.clock.Sleep(latency)
 	}
-	path := strings.TrimPrefix(r.URL.Path, "/api/v1")
 	rec := Request{Method: r.Method, Path: path, Header: r.Header.Clone(), Time: s.clock.Now()}
 	if rec.Header.Get("Authorization") != "" {
 		rec.Header.Set("Authorization", "[REDACTED]")
