@@ -102,6 +102,9 @@ func (e *Error) Error() string {
 func (e *Error) summary() string {
 	switch e.kind {
 	case ErrInvalidKey:
+		if e.StatusCode == 0 {
+			return "invalid api key"
+		}
 		return "api key rejected"
 	case ErrTwoFactorRequired:
 		return "two-factor code required"

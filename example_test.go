@@ -22,7 +22,7 @@ import (
 func Example() {
 	colony := colonyauthtest.NewServer()
 	defer colony.Close()
-	apiKey, baseURL := colony.APIKey, colony.URL // os.Getenv("COLONY_API_KEY"), colonyauth.DefaultBaseURL
+	apiKey, baseURL := colony.APIKey, colony.URL // in production: os.Getenv("COLONY_API_KEY"), colonyauth.DefaultBaseURL
 
 	ctx := context.Background()
 	client := oauth2.NewClient(ctx, colonyauth.New(apiKey, colonyauth.WithBaseURL(baseURL)))
@@ -125,4 +125,23 @@ func ExampleNewClient() {
 	// 200 OK
 	// 200 OK
 	// exchanges: 2
+}
+
+// currentCode stands for a TOTP library computing the code of the moment.
+func currentCode() (string, error) { return "123456", nil }
+
+// Accounts with two-factor authentication pass a function that returns the
+// current code; it is called for every exchange attempt.
+func ExampleWithTOTP() {
+	colony := colonyauthtest.NewServer()
+	defer colony.Close()
+	colony.RequireTOTP("123456")
+
+	src := colonyauth.New(colony.APIKey, colonyauth.WithBaseURL(colony.URL),
+		colonyauth.WithTOTP(func() (string, error) {
+			return currentCode() // e.g. from a TOTP library and the account's secret
+		}))
+	_, err := src.Token()
+	fmt.Println(err)
+	// Output: <nil>
 }

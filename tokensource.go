@@ -451,11 +451,11 @@ func (s *TokenSource) run(f *flight) {
 	}
 	s.flight = nil
 	s.mu.Unlock()
-	close(f.done)
 
 	if err == nil {
-		s.storeCache(f.st)
+		s.storeCache(f.st) // before waking the waiters: a CLI may exit right after
 	}
+	close(f.done)
 }
 
 // remember keeps a failed exchange's error for a cool-down, so that calls

@@ -319,7 +319,7 @@ func TestLocalChecks(t *testing.T) {
 		{"credentials in URL", testKey, []Option{WithBaseURL("https://user:pass@thecolony.ai/api/v1")}, nil, "credentials"},
 		{"nil HTTP client", testKey, []Option{WithHTTPClient(nil)}, nil, "WithHTTPClient(nil)"},
 		{"nil clock", testKey, []Option{WithClock(nil)}, nil, "WithClock(nil)"},
-		{"nil context", testKey, []Option{WithContext(nil)}, nil, "WithContext(nil)"}, //nolint:staticcheck // testing nil on purpose
+		{"nil context", testKey, []Option{WithContext(nilContext)}, nil, "WithContext(nil)"},
 		{"nil TOTP", testKey, []Option{WithTOTP(nil)}, nil, "WithTOTP(nil)"},
 		{"nil cache", testKey, []Option{WithCache(nil)}, nil, "WithCache(nil)"},
 		{"nil option", testKey, []Option{nil}, nil, "nil Option"},
@@ -452,3 +452,5 @@ func TestWithOAuth2NewClient(t *testing.T) {
 		assert.Equal(t, 1, srv.Exchanges())
 	})
 }
+
+var nilContext context.Context // a nil context, as a careless caller might pass

@@ -1,0 +1,200 @@
+package colonyauth
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
+)
+
+// B12: a second source (a second run of a program) with the same cache
+// directory reuses the token instead of exchanging the key again.
+func TestFileCacheReusesToken(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "cache")
+		srv := colonyauthtest.NewUnstarted()
+		newSource := func() *TokenSource {
+			return New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir))
+		}
+		first := mustToken(t, newSource())
+		time.Sleep(time.Hour)
+		second := mustToken(t, newSource())
+		assert.Equal(t, first.AccessToken, second.AccessToken)
+		assert.Equal(t, 1, srv.Exchanges())
+		assert.Equal(t, first.Expiry, second.Expiry, "the cached token keeps its half-life (from the JWT iat)")
+
+		info, err := os.Stat(dir)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o700), info.Mode().Perm())
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.Len(t, entries, 1, "no temporary files left behind")
+		name := entries[0].Name()
+		info, err = entries[0].Info()
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		assert.NotContains(t, name, srv.APIKey)
+		assert.NotContains(t, string(data), srv.APIKey)
+		assert.Equal(t, cacheKey(srv.URL, srv.APIKey)+".json", name)
+		assert.NotEqual(t, cacheKey(srv.URL, srv.APIKey), cacheKey(srv.URL, srv.APIKey+"x"), "each key its own entry")
+		assert.NotEqual(t, cacheKey(srv.URL, srv.APIKey), cacheKey(DefaultBaseURL, srv.APIKey), "each base URL its own entry")
+	})
+}
+
+// B12: a cached token past its half-life is served while a refresh runs
+// (and stores its result), and an expired one is ignored.
+func TestFileCacheAges(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		dir := t.TempDir()
+		srv := colonyauthtest.NewUnstarted()
+		newSource := func() *TokenSource {
+			return New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir))
+		}
+		first := mustToken(t, newSource())
+		time.Sleep(13 * time.Hour)
+		assert.Equal(t, first.AccessToken, mustToken(t, newSource()).AccessToken, "stale but valid: served")
+		synctest.Wait() // the background refresh stores a new token
+		assert.Equal(t, 2, srv.Exchanges())
+
+		time.Sleep(11 * time.Hour)
+		second := mustToken(t, newSource())
+		assert.NotEqual(t, first.AccessToken, second.AccessToken, "the refreshed token was cached")
+		assert.Equal(t, 2, srv.Exchanges())
+
+		time.Sleep(30 * time.Hour)
+		third := mustToken(t, newSource())
+		assert.NotEqual(t, second.AccessToken, third.AccessToken, "an expired entry is ignored")
+		assert.Equal(t, 3, srv.Exchanges())
+	})
+}
+
+// B12: Invalidate deletes the entry, so the next run does not load a token
+// the API rejected.
+func TestFileCacheInvalidate(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		dir := t.TempDir()
+		srv := colonyauthtest.NewUnstarted()
+		s := New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir))
+		s.Invalidate(mustToken(t, s))
+		entries, _ := os.ReadDir(dir)
+		assert.Empty(t, entries)
+	})
+}
+
+// B12: a missing, unreadable, corrupt or expired entry is ignored (logged at
+// Debug), never an error.
+func TestFileCacheBadEntries(t *testing.T) {
+	for name, content := range map[string]string{
+		"corrupt":      "{not json",
+		"empty":        "",
+		"no token":     `{"expiry":"2100-01-01T00:00:00Z"}`,
+		"expired":      `{"access_token":"old","expiry":"1999-01-01T00:00:00Z"}`,
+		"is directory": "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			bubble(t, func(t *testing.T) {
+				dir := t.TempDir()
+				srv := colonyauthtest.NewUnstarted()
+				path := filepath.Join(dir, cacheKey(srv.URL, srv.APIKey)+".json")
+				if name == "is directory" {
+					require.NoError(t, os.Mkdir(path, 0o700))
+				} else {
+					require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+				}
+				var logs logBuffer
+				s := New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir), WithLogger(logs.logger()))
+				tok := mustToken(t, s)
+				assert.NotEqual(t, "old", tok.AccessToken)
+				assert.Equal(t, 1, srv.Exchanges())
+				assert.Contains(t, logs.String(), "level=DEBUG")
+				assert.NotContains(t, logs.String(), srv.APIKey)
+			})
+		})
+	}
+}
+
+// B12: processes sharing the directory never see half a file: every read
+// during concurrent writes is a whole entry.
+func TestFileCacheConcurrentWriters(t *testing.T) {
+	c := fileCache(t.TempDir())
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for j := range 50 {
+				tok := &oauth2.Token{AccessToken: strings.Repeat(string(rune('a'+i)), 1000+j), Expiry: time.Unix(4e9, 0)}
+				assert.NoError(t, c.Store("k", tok))
+				got, err := c.Load("k")
+				assert.NoError(t, err)
+				assert.NotNil(t, got)
+			}
+		})
+	}
+	wg.Wait()
+	entries, _ := os.ReadDir(string(c))
+	assert.Len(t, entries, 1)
+	got, err := c.Load("k")
+	require.NoError(t, err)
+	assert.Len(t, strings.Trim(got.AccessToken, got.AccessToken[:1]), 0, "one writer's whole token")
+	missing, err := c.Load("absent")
+	assert.NoError(t, err)
+	assert.Nil(t, missing)
+	assert.NoError(t, c.Delete("absent"))
+}
+
+// stubCache is a Cache that fails every call.
+type stubCache struct{ calls []string }
+
+func (c *stubCache) Load(key string) (*oauth2.Token, error) {
+	c.calls = append(c.calls, "load")
+	return nil, os.ErrPermission
+}
+func (c *stubCache) Store(key string, tok *oauth2.Token) error {
+	c.calls = append(c.calls, "store")
+	return os.ErrPermission
+}
+func (c *stubCache) Delete(key string) error {
+	c.calls = append(c.calls, "delete")
+	return os.ErrPermission
+}
+
+// B12: WithCache takes any Cache; its errors never fail the source, and it
+// is read once, before the first exchange.
+func TestWithCacheErrorsIgnored(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		c := &stubCache{}
+		srv, s := newFake(t, WithCache(c))
+		tok := mustToken(t, s)
+		mustToken(t, s)
+		s.Invalidate(tok)
+		assert.Equal(t, []string{"load", "store", "delete"}, c.calls)
+		assert.Equal(t, 1, srv.Exchanges())
+	})
+}
+
+// WithFileCache("") uses os.UserCacheDir()/colonyauth.
+func TestFileCacheDefaultDir(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", home)
+	hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, `{"access_token":"t"}`) })
+	mustToken(t, New(testKey, WithHTTPClient(hc), WithFileCache("")))
+	entries, err := os.ReadDir(filepath.Join(home, "colonyauth"))
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	data, _ := os.ReadFile(filepath.Join(home, "colonyauth", entries[0].Name()))
+	var e map[string]any
+	require.NoError(t, json.Unmarshal(data, &e))
+	assert.Equal(t, "t", e["access_token"])
+}

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/thecolonycc/colonyauth"
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
+)
+
+// runCLI runs the command in-process against srv (served in memory).
+func runCLI(t *testing.T, srv *colonyauthtest.Server, envVars map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	e := env{
+		getenv: func(k string) string { return envVars[k] },
+		stdout: &out,
+		stderr: &errOut,
+	}
+	if srv != nil {
+		e.opts = []colonyauth.Option{colonyauth.WithHTTPClient(srv.Client())}
+		args = append([]string{"--base-url", srv.URL}, args...)
+	}
+	code = run(context.Background(), args, e)
+	return code, out.String(), errOut.String()
+}
+
+func TestPrintsToken(t *testing.T) {
+	srv := colonyauthtest.NewUnstarted()
+	code, stdout, stderr := runCLI(t, srv, map[string]string{"COLONY_API_KEY": srv.APIKey}, "--no-cache")
+	require.Equal(t, exitOK, code, stderr)
+	assert.Empty(t, stderr)
+	tok := strings.TrimSuffix(stdout, "\n")
+	assert.NotContains(t, tok, "\n", "only the token on stdout")
+	assert.Equal(t, 3, len(strings.Split(tok, ".")), "a JWT")
+	assert.Equal(t, 1, srv.Exchanges())
+}
+
+func TestKeyFile(t *testing.T) {
+	srv := colonyauthtest.NewUnstarted()
+	path := filepath.Join(t.TempDir(), "key")
+	require.NoError(t, os.WriteFile(path, []byte(srv.APIKey+"\n"), 0o600))
+	code, stdout, stderr := runCLI(t, srv, nil, "--no-cache", "--key-file", path)
+	require.Equal(t, exitOK, code, stderr)
+	assert.NotEmpty(t, stdout)
+}
+
+func TestJSONOutput(t *testing.T) {
+	srv := colonyauthtest.NewUnstarted()
+	code, stdout, stderr := runCLI(t, srv, map[string]string{"COLONY_API_KEY": srv.APIKey}, "--no-cache", "--json")
+	require.Equal(t, exitOK, code, stderr)
+	var out struct {
+		AccessToken string    `json:"access_token"`
+		TokenType   string    `json:"token_type"`
+		Expiry      time.Time `json:"expiry"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &out))
+	assert.NotEmpty(t, out.AccessToken)
+	assert.Equal(t, "Bearer", out.TokenType)
+	assert.WithinDuration(t, time.Now().Add(12*time.Hour), out.Expiry, time.Minute)
+}
+
+// Repeated runs use the file cache and do not call /auth/token again.
+func TestCachesBetweenRuns(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	srv := colonyauthtest.NewUnstarted()
+	env := map[string]string{"COLONY_API_KEY": srv.APIKey}
+	_, first, _ := runCLI(t, srv, env)
+	_, second, _ := runCLI(t, srv, env)
+	assert.Equal(t, first, second)
+	assert.Equal(t, 1, srv.Exchanges())
+	_, third, _ := runCLI(t, srv, env, "--no-cache")
+	assert.NotEqual(t, first, third)
+	assert.Equal(t, 2, srv.Exchanges())
+}
+
+func TestExitCodes(t *testing.T) {
+	cases := []struct {
+		name   string
+		setup  func(*colonyauthtest.Server)
+		key    string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"no key", nil, "", nil, exitUsage, "COLONY_API_KEY"},
+		{"unknown flag", nil, "k", []string{"--key", "col_x"}, exitUsage, "flag provided but not defined"},
+		{"stray argument", nil, "k", []string{"col_x"}, exitUsage, "unexpected argument"},
+		{"missing key file", nil, "", []string{"--key-file", "/nonexistent/key"}, exitUsage, "--key-file"},
+		{"bad base URL", nil, "", []string{"--base-url", "http://thecolony.ai/api/v1"}, exitUsage, "https"},
+		{"bad key", nil, "col_wrong", nil, exitRejected, "api key rejected"},
+		{"JWT as key", nil, "eyJhbGciOi.e30.x", nil, exitRejected, "JWT"},
+		{"2FA required", func(s *colonyauthtest.Server) { s.RequireTOTP("123456") }, "", nil, exitRejected, "two-factor"},
+		{"unavailable", func(s *colonyauthtest.Server) { s.Down(http.StatusBadGateway) }, "", nil, exitUnavailable, "unavailable"},
+		{"rate limited", func(s *colonyauthtest.Server) { s.FailNext(1, http.StatusTooManyRequests, time.Minute) }, "", nil, exitUnavailable, "rate limited"},
+		{"other", func(s *colonyauthtest.Server) { s.FailNext(1, http.StatusInternalServerError, 0) }, "", nil, exitError, "500"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := colonyauthtest.NewUnstarted()
+			if c.setup != nil {
+				c.setup(srv)
+			}
+			key := c.key
+			if key == "" && c.name != "no key" {
+				key = srv.APIKey
+			}
+			var out, errOut bytes.Buffer
+			e := env{
+				getenv: func(k string) string { return map[string]string{"COLONY_API_KEY": key}[k] },
+				stdout: &out, stderr: &errOut,
+				opts: []colonyauth.Option{colonyauth.WithHTTPClient(srv.Client()), colonyauth.WithRetry(colonyauth.RetryConfig{})},
+			}
+			args := append([]string{"--no-cache"}, c.args...)
+			if !strings.Contains(strings.Join(args, " "), "--base-url") {
+				args = append(args, "--base-url", srv.URL)
+			}
+			code := run(context.Background(), args, e)
+			assert.Equal(t, c.code, code, errOut.String())
+			assert.Contains(t, errOut.String(), c.stderr)
+			assert.Empty(t, out.String(), "nothing on stdout when failing")
+			assert.NotContains(t, errOut.String(), srv.APIKey)
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	code, _, stderr := runCLI(t, nil, nil, "--help")
+	assert.Equal(t, exitOK, code)
+	for _, want := range []string{"COLONY_API_KEY", "--key-file", "-json", "-no-cache", "Exit codes: 0 ok, 1 other error, 2 usage, 3 credentials rejected", "4 unavailable"} {
+		assert.Contains(t, stderr, want)
+	}
+}
+
+// -v logs each retry to stderr; stdout still has only the token.
+func TestVerbose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := colonyauthtest.NewUnstarted()
+		srv.FailNext(1, http.StatusServiceUnavailable, 0)
+		code, stdout, stderr := runCLI(t, srv, map[string]string{"COLONY_API_KEY": srv.APIKey}, "--no-cache", "-v")
+		require.Equal(t, exitOK, code)
+		assert.Contains(t, stderr, "level=WARN")
+		assert.Contains(t, stderr, "attempt=1 status=503")
+		assert.Contains(t, stderr, "delay=2s")
+		assert.Equal(t, 1, strings.Count(stdout, "\n"))
+	})
+}
+
+// The demo prints three failed attempts with their delays, then a 200.
+func TestDemo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, nil, nil, "demo")
+		require.Equal(t, exitOK, code, stderr)
+		for i, delay := range []string{"200ms", "400ms", "800ms"} {
+			assert.Contains(t, stdout, "attempt="+string(rune('1'+i))+" status=502 error=\"Bad Gateway\" delay="+delay)
+		}
+		assert.Contains(t, stdout, "token after 4 exchanges in 1.4s")
+		assert.Contains(t, stdout, `GET /users/me: 200 OK {"id":"agent-1","username":"test-agent"}`)
+	})
+}
