@@ -34,13 +34,16 @@ type RetryConfig struct {
 // 32 and 60 s between them (a 122 s budget), retrying 502, 503 and 504.
 // It rides through a restart or short outage of /auth/token at start-up.
 func DefaultRetry() RetryConfig {
-	return RetryConfig{
-		MaxRetries: 6,
-		BaseDelay:  2 * time.Second,
-		MaxDelay:   60 * time.Second,
-		RetryOn:    []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout},
-	}
+	r := defaultRetry
+	r.RetryOn = slices.Clone(defaultRetryOn)
+	return r
 }
+
+var (
+	defaultRetryOn = []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
+	// defaultRetry is DefaultRetry with RetryOn nil, which means defaultRetryOn.
+	defaultRetry = RetryConfig{MaxRetries: 6, BaseDelay: 2 * time.Second, MaxDelay: 60 * time.Second}
+)
 
 // Delay returns the sleep before retry n+1 (n counts from 0), without
 // jitter: min(BaseDelay*2^n, MaxDelay).
@@ -85,7 +88,7 @@ func (r RetryConfig) maxDelay() time.Duration {
 
 func (r RetryConfig) retryOn(status int) bool {
 	if r.RetryOn == nil {
-		return slices.Contains(DefaultRetry().RetryOn, status)
+		return slices.Contains(defaultRetryOn, status)
 	}
 	return slices.Contains(r.RetryOn, status)
 }
@@ -130,7 +133,7 @@ type attemptError struct {
 // withRetry runs attempt until it succeeds, fails permanently or the
 // schedule is spent, sleeping on s.clock between attempts. The returned
 // error is always an *Error with Attempts set.
-func (s *TokenSource) withRetry(ctx context.Context, r RetryConfig, attempt func(context.Context) (*exchanged, *attemptError)) (*exchanged, *Error) {
+func (s *TokenSource) withRetry(ctx context.Context, r RetryConfig, attempt func(context.Context) (exchanged, *attemptError)) (exchanged, *Error) {
 	for n := 0; ; n++ {
 		res, aerr := attempt(ctx)
 		if aerr == nil {
@@ -143,10 +146,10 @@ func (s *TokenSource) withRetry(ctx context.Context, r RetryConfig, attempt func
 			e.Attempts = n
 		}
 		if !aerr.retry {
-			return nil, e
+			return exchanged{}, e
 		}
 		if aerr.retryAfter > r.maxDelay() || n == r.MaxRetries {
-			return nil, unavailable(e, aerr.retryAfter)
+			return exchanged{}, unavailable(e, aerr.retryAfter)
 		}
 		delay := jitter(r.Delay(n), r.Jitter)
 		if aerr.retryAfter > 0 {
@@ -159,7 +162,7 @@ func (s *TokenSource) withRetry(ctx context.Context, r RetryConfig, attempt func
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, &Error{Attempts: n + 1, Message: "gave up waiting to retry", Err: ctx.Err()}
+			return exchanged{}, &Error{Attempts: n + 1, Message: "gave up waiting to retry", Err: ctx.Err()}
 		}
 	}
 }

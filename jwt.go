@@ -12,35 +12,35 @@ import (
 // over TLS, and the claims only decide when to ask for a new one. ok is
 // false when tok is not a JWT or has no exp.
 func jwtClaims(tok string) (exp, iat time.Time, ok bool) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
+	_, rest, ok1 := strings.Cut(tok, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(sig, ".") {
 		return time.Time{}, time.Time{}, false
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	var buf [512]byte // payloads are small: decode without allocating
+	data, err := base64.RawURLEncoding.AppendDecode(buf[:0], []byte(strings.TrimRight(payload, "=")))
 	if err != nil {
 		return time.Time{}, time.Time{}, false
 	}
 	var c struct {
-		Exp *json.Number `json:"exp"`
-		Iat *json.Number `json:"iat"`
+		Exp float64 `json:"exp"` // NumericDate: JSON numbers only
+		Iat float64 `json:"iat"`
 	}
-	if json.Unmarshal(payload, &c) != nil || c.Exp == nil {
+	if json.Unmarshal(data, &c) != nil {
 		return time.Time{}, time.Time{}, false
 	}
-	exp, ok = unixTime(*c.Exp)
+	exp, ok = unixTime(c.Exp)
 	if !ok {
 		return time.Time{}, time.Time{}, false
 	}
-	if c.Iat != nil {
-		iat, _ = unixTime(*c.Iat)
-	}
+	iat, _ = unixTime(c.Iat)
 	return exp, iat, true
 }
 
-// unixTime converts a NumericDate, rejecting values outside years 1970–9999.
-func unixTime(n json.Number) (time.Time, bool) {
-	f, err := n.Float64()
-	if err != nil || f <= 0 || f > 253402300799 {
+// unixTime converts a NumericDate, rejecting values outside years 1970–9999
+// (0, the value of an absent claim, included).
+func unixTime(f float64) (time.Time, bool) {
+	if !(f > 0 && f <= 253402300799) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(f), 0), true

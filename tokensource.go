@@ -30,7 +30,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -146,6 +145,7 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // Returned tokens are shared: treat them as read-only.
 type TokenSource struct {
 	key      string
+	payload  []byte // the request body, when it does not change (no WithTOTP)
 	tokenURL string
 	baseURL  string
 	client   *http.Client
@@ -170,11 +170,12 @@ type TokenSource struct {
 
 // state is an immutable snapshot of the current token.
 type state struct {
-	tok     *oauth2.Token // what callers get; Expiry is when the source wants to be asked again
+	tok     *oauth2.Token // what callers get (&token); Expiry is when the source wants to be asked again
 	due     time.Time     // tok.Expiry less the margin: served without locking before this
 	expires time.Time     // exp less the margin: served at all (stale) before this
 	exp     time.Time     // the token's real expiry
 	margin  time.Duration
+	token   oauth2.Token // allocated with the state; reached only through tok
 }
 
 // newState derives the refresh and expiry instants of a token obtained at
@@ -182,26 +183,22 @@ type state struct {
 func newState(access string, obtained, exp time.Time) *state {
 	life := exp.Sub(obtained)
 	margin := min(expiryDelta, life/4)
-	half := obtained.Add(life / 2)
-	return &state{
-		tok:     &oauth2.Token{AccessToken: access, TokenType: "Bearer", Expiry: half},
-		due:     half.Add(-margin),
-		expires: exp.Add(-margin),
-		exp:     exp,
-		margin:  margin,
-	}
+	return stateAsking(access, obtained.Add(life/2), exp, margin)
 }
 
-// askAt returns a copy of st whose token asks to be refreshed at t (never
-// after exp).
+// stateAsking returns a state whose token asks to be refreshed at ask.
+func stateAsking(access string, ask, exp time.Time, margin time.Duration) *state {
+	st := &state{due: ask.Add(-margin), expires: exp.Add(-margin), exp: exp, margin: margin}
+	st.token = oauth2.Token{AccessToken: access, TokenType: "Bearer", Expiry: ask}
+	st.tok = &st.token
+	return st
+}
+
+// askAt returns a new state for st's token asking to be refreshed at t
+// (never after exp). It copies no Token: oauth2.ReuseTokenSource writes to
+// the tokens it is given.
 func (st *state) askAt(t time.Time) *state {
-	t = minTime(t, st.exp)
-	cp := *st
-	// A new Token, not a copy of st.tok: oauth2.ReuseTokenSource writes to
-	// the tokens it is given.
-	cp.tok = &oauth2.Token{AccessToken: st.tok.AccessToken, TokenType: st.tok.TokenType, Expiry: t}
-	cp.due = t.Add(-st.margin)
-	return &cp
+	return stateAsking(st.tok.AccessToken, minTime(t, st.exp), st.exp, st.margin)
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -223,7 +220,7 @@ type flight struct {
 // call exchanges the key. Bad input (an empty key, a JWT passed as the key,
 // an invalid option) is reported as an *Error by every call, never a panic.
 func New(apiKey string, opts ...Option) *TokenSource {
-	o := options{baseURL: DefaultBaseURL, clock: clock.New(), retry: DefaultRetry(), ctx: context.Background()}
+	o := options{baseURL: DefaultBaseURL, clock: clock.New(), retry: defaultRetry, ctx: context.Background()}
 	for _, opt := range opts {
 		if opt == nil {
 			o.fail("invalid option: nil Option")
@@ -246,7 +243,12 @@ func New(apiKey string, opts ...Option) *TokenSource {
 	}
 	s.baseURL = strings.TrimRight(o.baseURL, "/")
 	s.tokenURL = s.baseURL + "/auth/token"
-	s.cacheKey = cacheKey(s.baseURL, apiKey)
+	if s.cache != nil {
+		s.cacheKey = cacheKey(s.baseURL, apiKey)
+	}
+	if s.totp == nil {
+		s.payload = requestBody(apiKey, "") // the same for every exchange
+	}
 	s.client = tokenClient(o)
 	for _, err := range []error{o.err, checkKey(apiKey), o.retry.validate(), s.red.checkBaseURL(o.baseURL)} {
 		if err != nil {
@@ -294,20 +296,20 @@ func (r redactor) checkBaseURL(raw string) error {
 	if err != nil || u.Host == "" || u.Opaque != "" {
 		return configError(nil, "invalid base URL %q: want an absolute URL such as %s", r.text(raw), DefaultBaseURL)
 	}
-	shown := r.text(u.Redacted())
+	var problem string
 	switch {
 	case u.User != nil:
-		return configError(nil, "invalid base URL %q: it must not carry credentials", shown)
+		problem = "it must not carry credentials"
 	case u.RawQuery != "" || u.Fragment != "":
-		return configError(nil, "invalid base URL %q: it must not have a query or fragment", shown)
-	case u.Scheme == "https":
-		return nil
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		problem = "it must not have a query or fragment"
+	case u.Scheme == "https", u.Scheme == "http" && isLoopback(u.Hostname()):
 		return nil
 	case u.Scheme == "http":
-		return configError(nil, "invalid base URL %q: plain http would expose the api key; use https (http is allowed only on loopback)", shown)
+		problem = "plain http would expose the api key; use https (http is allowed only on loopback)"
+	default:
+		problem = "scheme must be https"
 	}
-	return configError(nil, "invalid base URL %q: scheme must be https", shown)
+	return configError(nil, "invalid base URL %q: %s", r.text(u.Redacted()), problem)
 }
 
 func isLoopback(host string) bool {
@@ -378,7 +380,7 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 			// waits; one refresh attempt runs meanwhile. (After a failed
 			// attempt, st.due is the time of the next one.)
 			if s.flight == nil {
-				s.start(true)
+				go s.run(s.newFlight(true))
 			}
 			s.mu.Unlock()
 			return st.tok, nil
@@ -391,9 +393,16 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 				s.mu.Unlock()
 				return nil, &e
 			}
-			f = s.start(false)
+			f = s.newFlight(false)
+			s.mu.Unlock()
+			if ctx.Done() == nil {
+				s.run(f) // this caller never stops waiting: no goroutine needed
+			} else {
+				go s.run(f)
+			}
+		} else {
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
 
 		select {
 		case <-f.done:
@@ -410,14 +419,14 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 	}
 }
 
-// start launches an exchange; s.mu must be held. The exchange runs under
-// the WithContext context, not the caller's, so that a caller who stops
-// waiting neither fails the others nor makes the next caller restart the
-// schedule: it ends when it succeeds, fails, or spends its budget.
-func (s *TokenSource) start(stale bool) *flight {
+// newFlight registers an exchange for run; s.mu must be held. The exchange
+// runs under the WithContext context, not the caller's, so that a caller
+// who stops waiting neither fails the others nor makes the next caller
+// restart the schedule: it ends when it succeeds, fails, or spends its
+// budget.
+func (s *TokenSource) newFlight(stale bool) *flight {
 	f := &flight{done: make(chan struct{}), stale: stale}
 	s.flight = f
-	go s.run(f)
 	return f
 }
 
@@ -494,6 +503,16 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 	s.deleteCache()
 }
 
+// requestBody is the JSON of an exchange: the key, and a two-factor code if
+// there is one.
+func requestBody(key, totpCode string) []byte {
+	b, _ := json.Marshal(struct { // cannot fail for two strings
+		APIKey   string `json:"api_key"`
+		TOTPCode string `json:"totp_code,omitempty"`
+	}{key, totpCode})
+	return b
+}
+
 // exchanged is a successful /auth/token answer.
 type exchanged struct {
 	access    string
@@ -502,7 +521,7 @@ type exchanged struct {
 
 // state decides the token's expiry: the JWT exp claim, else expires_in,
 // else 23 h; values that are already past or absurd are ignored.
-func (x *exchanged) state(now time.Time) *state {
+func (x exchanged) state(now time.Time) *state {
 	sane := func(exp time.Time) bool { d := exp.Sub(now); return d > 0 && d <= maxLifetime }
 	if exp, _, ok := jwtClaims(x.access); ok && sane(exp) {
 		return newState(x.access, now, exp)
@@ -514,27 +533,23 @@ func (x *exchanged) state(now time.Time) *state {
 }
 
 // attempt makes one POST /auth/token and classifies its outcome.
-func (s *TokenSource) attempt(ctx context.Context) (*exchanged, *attemptError) {
-	body := struct {
-		APIKey   string `json:"api_key"`
-		TOTPCode string `json:"totp_code,omitempty"`
-	}{APIKey: s.key}
+func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
+	payload := s.payload
 	if s.totp != nil {
 		code, err := s.totpCode()
 		if err != nil {
-			return nil, &attemptError{err: err, unsent: true}
+			return exchanged{}, &attemptError{err: err, unsent: true}
 		}
-		body.TOTPCode = code
+		payload = requestBody(s.key, code)
 	}
-	payload, err := json.Marshal(body)
-	if err != nil { // cannot happen for two strings
-		return nil, &attemptError{err: &Error{Message: "encoding the request", Err: err}, unsent: true}
+	if s.client.Timeout == 0 { // bound each attempt even if the client does not
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 	}
-	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.tokenURL, bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, bytes.NewReader(payload))
 	if err != nil {
-		return nil, &attemptError{err: &Error{Message: "building the request", Err: err}, unsent: true}
+		return exchanged{}, &attemptError{err: &Error{Message: "building the request", Err: err}, unsent: true}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -542,21 +557,21 @@ func (s *TokenSource) attempt(ctx context.Context) (*exchanged, *attemptError) {
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, &attemptError{err: &Error{Message: "exchange cancelled", Err: ctx.Err()}}
+		if s.ctx.Err() != nil {
+			return exchanged{}, &attemptError{err: &Error{Message: "exchange cancelled", Err: ctx.Err()}}
 		}
-		return nil, &attemptError{err: &Error{Message: "cannot reach /auth/token", Err: err}, retry: transient(err)}
+		return exchanged{}, &attemptError{err: &Error{Message: "cannot reach /auth/token", Err: err}, retry: transient(err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, &attemptError{err: &Error{StatusCode: resp.StatusCode, Message: "reading the answer failed", Err: err}, retry: transient(err)}
+		return exchanged{}, &attemptError{err: &Error{StatusCode: resp.StatusCode, Message: "reading the answer failed", Err: err}, retry: transient(err)}
 	}
 	return s.classify(resp, data)
 }
 
 // classify turns one HTTP answer into a token or an attemptError (B1, B3-B5).
-func (s *TokenSource) classify(resp *http.Response, data []byte) (*exchanged, *attemptError) {
+func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *attemptError) {
 	tooBig := len(data) > maxBody
 	if tooBig {
 		data = data[:maxBody]
@@ -565,18 +580,18 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (*exchanged, *a
 	if status >= 200 && status < 300 {
 		msg := "the answer is larger than 1 MiB"
 		if !tooBig {
-			var x *exchanged
+			var x exchanged
 			if x, msg = parseToken(data); msg == "" {
 				return x, nil
 			}
 		}
-		return nil, &attemptError{err: &Error{StatusCode: status, Message: msg, Err: s.retrieveError(resp, data), kind: ErrMalformedResponse}}
+		return exchanged{}, &attemptError{err: &Error{StatusCode: status, Message: msg, Err: s.retrieveError(resp, data), kind: ErrMalformedResponse}}
 	}
 	e := &Error{StatusCode: status, Err: s.retrieveError(resp, data)}
 	if status >= 300 && status < 400 {
 		loc := s.red.message(resp.Header.Get("Location"))
 		e.Message = fmt.Sprintf("redirected to %q and not followed, so the api key is not sent there; if the API moved, use that address as the base URL", loc)
-		return nil, &attemptError{err: e}
+		return exchanged{}, &attemptError{err: e}
 	}
 
 	e.Code, e.Message = s.red.colonyDetail(resp.Header.Get("Content-Type"), data)
@@ -594,39 +609,37 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (*exchanged, *a
 	case status == http.StatusTooManyRequests:
 		e.kind, e.RetryAfter = ErrRateLimited, retryAfter
 	case s.retry.retryOn(status):
-		return nil, &attemptError{err: e, retry: true, retryAfter: retryAfter}
+		return exchanged{}, &attemptError{err: e, retry: true, retryAfter: retryAfter}
 	}
-	return nil, &attemptError{err: e}
+	return exchanged{}, &attemptError{err: e}
 }
 
 // parseToken reads a 2xx body; msg says what is wrong with it, if anything.
-func parseToken(data []byte) (x *exchanged, msg string) {
+func parseToken(data []byte) (x exchanged, msg string) {
 	var body struct {
-		AccessToken any             `json:"access_token"`
-		TokenType   any             `json:"token_type"`
-		ExpiresIn   json.RawMessage `json:"expires_in"`
+		AccessToken string      `json:"access_token"`
+		TokenType   string      `json:"token_type"`
+		ExpiresIn   json.Number `json:"expires_in"`
 	}
 	if err := json.Unmarshal(data, &body); err != nil {
-		return nil, "the answer is not a JSON object"
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return exchanged{}, "the answer's " + typeErr.Field + " has the wrong type"
+		}
+		return exchanged{}, "the answer is not a JSON object"
 	}
-	access, _ := body.AccessToken.(string)
+	access := body.AccessToken
 	if access == "" {
-		return nil, "the answer has no access_token"
+		return exchanged{}, "the answer has no access_token"
 	}
 	if strings.IndexFunc(access, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
-		return nil, "the access_token contains characters that cannot go in a header"
+		return exchanged{}, "the access_token contains characters that cannot go in a header"
 	}
-	switch tt := body.TokenType.(type) {
-	case nil:
-	case string:
-		if tt != "" && !strings.EqualFold(tt, "bearer") {
-			return nil, fmt.Sprintf("token_type is %q, want bearer", tt)
-		}
-	default:
-		return nil, "token_type is not a string"
+	if tt := body.TokenType; tt != "" && !strings.EqualFold(tt, "bearer") {
+		return exchanged{}, fmt.Sprintf("token_type is %q, want bearer", tt)
 	}
-	x = &exchanged{access: access}
-	if n, err := strconv.ParseFloat(strings.Trim(string(body.ExpiresIn), `"`), 64); err == nil && n >= 1 && n < 1e15 {
+	x = exchanged{access: access}
+	if n, err := body.ExpiresIn.Float64(); err == nil && n >= 1 && n < 1e15 {
 		x.expiresIn = int64(n)
 	}
 	return x, ""
