@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -617,9 +618,9 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *at
 // parseToken reads a 2xx body; msg says what is wrong with it, if anything.
 func parseToken(data []byte) (x exchanged, msg string) {
 	var body struct {
-		AccessToken string      `json:"access_token"`
-		TokenType   string      `json:"token_type"`
-		ExpiresIn   json.Number `json:"expires_in"`
+		AccessToken string         `json:"access_token"`
+		TokenType   string         `json:"token_type"`
+		ExpiresIn   lenientSeconds `json:"expires_in"`
 	}
 	if err := json.Unmarshal(data, &body); err != nil {
 		var typeErr *json.UnmarshalTypeError
@@ -639,10 +640,21 @@ func parseToken(data []byte) (x exchanged, msg string) {
 		return exchanged{}, fmt.Sprintf("token_type is %q, want bearer", tt)
 	}
 	x = exchanged{access: access}
-	if n, err := body.ExpiresIn.Float64(); err == nil && n >= 1 && n < 1e15 {
-		x.expiresIn = int64(n)
-	}
+	x.expiresIn = int64(body.ExpiresIn)
 	return x, ""
+}
+
+// lenientSeconds reads expires_in as a number or numeric string; anything
+// else, or a value out of range, is 0 (absent): a strange expires_in is no
+// reason to refuse a token that has its own exp.
+type lenientSeconds int64
+
+func (n *lenientSeconds) UnmarshalJSON(b []byte) error {
+	f, err := strconv.ParseFloat(strings.Trim(string(b), `"`), 64)
+	if err == nil && f >= 1 && f < 1e15 {
+		*n = lenientSeconds(f)
+	}
+	return nil
 }
 
 // colonyDetail reads {"detail": {"code", "message"}} or {"detail": "text"};
