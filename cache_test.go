@@ -1,6 +1,7 @@
 package colonyauth
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -189,7 +190,13 @@ func TestFileCacheDefaultDir(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", home)
 	hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, `{"access_token":"t"}`) })
-	mustToken(t, New(testKey, WithHTTPClient(hc), WithFileCache("")))
+	// A cancellable context makes the exchange run in its own goroutine: the
+	// entry must still be written before the caller gets the token, since a
+	// command-line program may exit right after.
+	ctx, cancel := context.WithCancel(background)
+	defer cancel()
+	_, err := New(testKey, WithHTTPClient(hc), WithFileCache("")).TokenContext(ctx)
+	require.NoError(t, err)
 	entries, err := os.ReadDir(filepath.Join(home, "colonyauth"))
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
