@@ -38,9 +38,12 @@ func WithCache(c Cache) Option {
 	}
 }
 
-// WithFileCache is WithCache with a FileCache in dir; "" means
-// os.UserCacheDir()/colonyauth. If there is no user cache directory the
-// source works without a cache.
+// WithFileCache is WithCache with a cache of files in dir, so that tokens
+// outlive the process; "" means os.UserCacheDir()/colonyauth. The directory
+// is created 0700, each entry is a 0600 file named by a hash of the base URL
+// and key (the key is in no name or file), written atomically so processes
+// can share the directory. If there is no user cache directory the source
+// works without a cache.
 func WithFileCache(dir string) Option {
 	return func(o *options) {
 		if dir == "" {

@@ -91,7 +91,7 @@ func (e *Error) Error() string {
 		b.WriteString(": " + e.Message)
 	}
 	if e.Err != nil && e.StatusCode == 0 {
-		b.WriteString(": " + e.Err.Error())
+		b.WriteString(": " + redactor{}.text(e.Err.Error())) // a transport or WithTOTP error
 	}
 	if h := e.hint(); h != "" {
 		b.WriteString("; " + h)
