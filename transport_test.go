@@ -122,27 +122,23 @@ func TestNewClientNoReplayWithoutGetBody(t *testing.T) {
 	assert.Equal(t, 1, f.exchanges)
 }
 
-// B11: API errors are passed back after one request, never retried.
-func TestNewClientDoesNotRetryAPIErrors(t *testing.T) {
-	f := &apiFake{status: http.StatusBadGateway}
-	client, _ := f.newClient(t)
-	resp, err := client.Get(apiURL)
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
-	assert.Len(t, f.api, 1)
-}
-
-// B11: a 401 that a new token does not cure is returned after one retry.
-func TestNewClientRetriesOnce(t *testing.T) {
-	f := &apiFake{status: http.StatusUnauthorized}
-	client, _ := f.newClient(t)
-	resp, err := client.Get(apiURL)
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-	assert.Len(t, f.api, 2)
-	assert.Equal(t, 2, f.exchanges)
+// B11: API errors are passed back as they are: a 5xx after one request, a
+// 401 that a new token does not cure after one retry (and one exchange).
+func TestNewClientRetryLimits(t *testing.T) {
+	for _, c := range []struct{ status, requests, exchanges int }{
+		{http.StatusBadGateway, 1, 1},
+		{http.StatusServiceUnavailable, 1, 1},
+		{http.StatusUnauthorized, 2, 2},
+	} {
+		f := &apiFake{status: c.status}
+		client, _ := f.newClient(t)
+		resp, err := client.Get(apiURL)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, c.status, resp.StatusCode)
+		assert.Len(t, f.api, c.requests, "API requests for a %d", c.status)
+		assert.Equal(t, c.exchanges, f.exchanges, "exchanges for a %d", c.status)
+	}
 }
 
 // B11: each request's context bounds its wait for a token during an outage.
