@@ -178,7 +178,7 @@ func unavailable(last *Error, retryAfter time.Duration) *Error {
 // logText is the short cause of a failed attempt for a log line.
 func (e *Error) logText() string {
 	if e.StatusCode == 0 && e.Err != nil {
-		return e.Err.Error()
+		return redactor{}.text(e.Err.Error())
 	}
 	return e.Message
 }

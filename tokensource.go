@@ -543,12 +543,13 @@ func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
 		}
 		payload = requestBody(s.key, code)
 	}
+	actx := ctx
 	if s.client.Timeout == 0 { // bound each attempt even if the client does not
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, attemptTimeout)
+		actx, cancel = context.WithTimeout(ctx, attemptTimeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.tokenURL, bytes.NewReader(payload))
 	if err != nil {
 		return exchanged{}, &attemptError{err: &Error{Message: "building the request", Err: err}, unsent: true}
 	}
@@ -558,7 +559,7 @@ func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		if s.ctx.Err() != nil {
+		if ctx.Err() != nil { // the exchange's context, not this attempt's timeout
 			return exchanged{}, &attemptError{err: &Error{Message: "exchange cancelled", Err: ctx.Err()}}
 		}
 		return exchanged{}, &attemptError{err: &Error{Message: "cannot reach /auth/token", Err: err}, retry: transient(err)}
