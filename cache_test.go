@@ -187,8 +187,7 @@ func TestWithCacheErrorsIgnored(t *testing.T) {
 
 // WithFileCache("") uses os.UserCacheDir()/colonyauth.
 func TestFileCacheDefaultDir(t *testing.T) {
-	home := t.TempDir()
-	t.Setenv("XDG_CACHE_HOME", home)
+	home := useTempCacheDir(t)
 	hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, `{"access_token":"t"}`) })
 	// A cancellable context makes the exchange run in its own goroutine: the
 	// entry must still be written before the caller gets the token, since a
@@ -204,4 +203,17 @@ func TestFileCacheDefaultDir(t *testing.T) {
 	var e map[string]any
 	require.NoError(t, json.Unmarshal(data, &e))
 	assert.Equal(t, "t", e["access_token"])
+}
+
+// useTempCacheDir points os.UserCacheDir at a temporary directory, on every
+// system, and returns it.
+func useTempCacheDir(t *testing.T) string {
+	tmp := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", tmp) // Linux and other Unix
+	t.Setenv("HOME", tmp)           // macOS: $HOME/Library/Caches
+	t.Setenv("LocalAppData", tmp)   // Windows
+	dir, err := os.UserCacheDir()
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(dir, tmp), dir)
+	return dir
 }

@@ -73,7 +73,10 @@ func TestJSONOutput(t *testing.T) {
 
 // Repeated runs use the file cache and do not call /auth/token again.
 func TestCachesBetweenRuns(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	tmp := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", tmp) // os.UserCacheDir on Linux,
+	t.Setenv("HOME", tmp)           // macOS
+	t.Setenv("LocalAppData", tmp)   // and Windows
 	srv := colonyauthtest.NewUnstarted()
 	env := map[string]string{"COLONY_API_KEY": srv.APIKey}
 	_, first, _ := runCLI(t, srv, env)
