@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -46,28 +47,38 @@ var (
 )
 
 // Delay returns the sleep before retry n+1 (n counts from 0), without
-// jitter: min(BaseDelay*2^n, MaxDelay).
+// jitter: min(BaseDelay*2^n, MaxDelay). It never overflows: for any valid
+// config the result lies in [0, MaxDelay].
 func (r RetryConfig) Delay(n int) time.Duration {
-	base, max := r.baseDelay(), r.maxDelay()
-	if n < 0 {
-		n = 0
-	}
-	for i := 0; i < n; i++ {
-		if base >= max {
-			break
+	d, max := r.baseDelay(), r.maxDelay()
+	for i := 0; i < n && d < max; i++ {
+		if d > max/2 {
+			return max // doubling would pass max, or overflow
 		}
-		base *= 2
+		d *= 2
 	}
-	return min(base, max)
+	return min(d, max)
 }
 
 // Budget returns the sum of all delays of a failing exchange: the longest a
 // caller without a valid token waits, apart from the attempts themselves.
-// It is 122s for DefaultRetry.
+// It is 122s for DefaultRetry. It saturates instead of overflowing: for any
+// valid config it lies in [0, MaxRetries*MaxDelay] (at most math.MaxInt64).
 func (r RetryConfig) Budget() time.Duration {
 	var total time.Duration
 	for n := 0; n < r.MaxRetries; n++ {
-		total += r.Delay(n)
+		d := r.Delay(n)
+		if d == r.maxDelay() { // every later delay is the same: multiply, saturating
+			left := time.Duration(r.MaxRetries - n)
+			if d > 0 && left > (math.MaxInt64-total)/d {
+				return math.MaxInt64
+			}
+			return total + left*d
+		}
+		if total > math.MaxInt64-d {
+			return math.MaxInt64
+		}
+		total += d
 	}
 	return total
 }
@@ -178,7 +189,7 @@ func unavailable(last *Error, retryAfter time.Duration) *Error {
 // logText is the short cause of a failed attempt for a log line.
 func (e *Error) logText() string {
 	if e.StatusCode == 0 && e.Err != nil {
-		return redactor{}.text(e.Err.Error())
+		return redactor{}.text(e.Err.Error()) // already redacted with the key when wrapped
 	}
 	return e.Message
 }

@@ -4,8 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
-	"strings"
+		"strings"
 	"time"
 )
 
@@ -162,34 +161,4 @@ func plural(n int, word string) string {
 // what was wrong.
 func configError(kind error, format string, args ...any) *Error {
 	return &Error{Message: fmt.Sprintf(format, args...), kind: kind}
-}
-
-// redactor removes secrets from text that came from outside (server
-// messages, response bodies, transport errors).
-type redactor struct{ key string }
-
-// jwtLike matches a JWT or its start; colKey matches anything shaped like a
-// Colony API key. Both are replaced even when they are not ours.
-var (
-	jwtLike = regexp.MustCompile(`eyJ[A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]*){0,2}`)
-	colKey  = regexp.MustCompile(`col_[A-Za-z0-9_\-]+`)
-)
-
-const redacted = "[REDACTED]"
-
-func (r redactor) text(s string) string {
-	if r.key != "" {
-		s = strings.ReplaceAll(s, r.key, redacted)
-	}
-	s = jwtLike.ReplaceAllString(s, redacted)
-	return colKey.ReplaceAllString(s, redacted)
-}
-
-// message trims a server message to one readable line of at most 200 bytes.
-func (r redactor) message(s string) string {
-	s = strings.Join(strings.Fields(r.text(s)), " ")
-	if len(s) > 200 {
-		s = strings.ToValidUTF8(s[:200], "") + "…"
-	}
-	return s
 }

@@ -62,7 +62,7 @@ func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
 	}
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, s.tokenURL, bytes.NewReader(payload))
 	if err != nil {
-		return exchanged{}, &attemptError{err: &Error{Message: "building the request", Err: err}, unsent: true}
+		return exchanged{}, &attemptError{err: &Error{Message: "building the request", Err: s.red.wrap(err)}, unsent: true}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -73,12 +73,12 @@ func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
 		if ctx.Err() != nil { // the exchange's context, not this attempt's timeout
 			return exchanged{}, &attemptError{err: &Error{Message: "exchange cancelled", Err: ctx.Err()}}
 		}
-		return exchanged{}, &attemptError{err: &Error{Message: "cannot reach /auth/token", Err: err}, retry: transient(err)}
+		return exchanged{}, &attemptError{err: &Error{Message: "cannot reach /auth/token", Err: s.red.wrap(err)}, retry: transient(err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return exchanged{}, &attemptError{err: &Error{StatusCode: resp.StatusCode, Message: "reading the answer failed", Err: err}, retry: transient(err)}
+		return exchanged{}, &attemptError{err: &Error{StatusCode: resp.StatusCode, Message: "reading the answer failed", Err: s.red.wrap(err)}, retry: transient(err)}
 	}
 	return s.classify(resp, data)
 }
@@ -92,15 +92,17 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *at
 	status := resp.StatusCode
 	if status >= 200 && status < 300 {
 		msg := "the answer is larger than 1 MiB"
+		red := s.red
 		if !tooBig {
 			var x exchanged
 			if x, msg = parseToken(data); msg == "" {
 				return x, nil
 			}
+			red = red.with(x.access) // a refused token is still a secret
 		}
-		return exchanged{}, &attemptError{err: &Error{StatusCode: status, Message: msg, Err: s.retrieveError(resp, data), kind: ErrMalformedResponse}}
+		return exchanged{}, &attemptError{err: &Error{StatusCode: status, Message: msg, Err: retrieveError(red, resp, data), kind: ErrMalformedResponse}}
 	}
-	e := &Error{StatusCode: status, Err: s.retrieveError(resp, data)}
+	e := &Error{StatusCode: status, Err: retrieveError(s.red, resp, data)}
 	if status >= 300 && status < 400 {
 		loc := s.red.message(resp.Header.Get("Location"))
 		e.Message = fmt.Sprintf("redirected to %q and not followed, so the api key is not sent there; if the API moved, use that address as the base URL", loc)
@@ -112,10 +114,12 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *at
 		re.ErrorCode, re.ErrorDescription = e.Code, e.Message
 	}
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"), s.clock.Now())
+	// The status decides the class; the Colony's code only refines a
+	// 401/403 (a 2FA code on a 429 is still a rate limit, on a 404 a 404).
 	switch {
-	case e.Code == "AUTH_2FA_REQUIRED":
+	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && e.Code == "AUTH_2FA_REQUIRED":
 		e.kind = ErrTwoFactorRequired
-	case e.Code == "AUTH_2FA_INVALID":
+	case (status == http.StatusUnauthorized || status == http.StatusForbidden) && e.Code == "AUTH_2FA_INVALID":
 		e.kind = ErrTwoFactorInvalid
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		e.kind = ErrInvalidKey
@@ -125,6 +129,18 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *at
 		return exchanged{}, &attemptError{err: e, retry: true, retryAfter: retryAfter}
 	}
 	return exchanged{}, &attemptError{err: e}
+}
+
+// checkAccessToken says what is wrong with an access token, whether it came
+// from /auth/token or from a cache, or "" if nothing.
+func checkAccessToken(access string) string {
+	if access == "" {
+		return "the answer has no access_token"
+	}
+	if strings.IndexFunc(access, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		return "the access_token contains characters that cannot go in a header"
+	}
+	return ""
 }
 
 // parseToken reads a 2xx body; msg says what is wrong with it, if anything.
@@ -142,16 +158,13 @@ func parseToken(data []byte) (x exchanged, msg string) {
 		return exchanged{}, "the answer is not a JSON object"
 	}
 	access := body.AccessToken
-	if access == "" {
-		return exchanged{}, "the answer has no access_token"
-	}
-	if strings.IndexFunc(access, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
-		return exchanged{}, "the access_token contains characters that cannot go in a header"
+	x.access = access // kept even when refused, so that it can be redacted
+	if msg := checkAccessToken(access); msg != "" {
+		return x, msg
 	}
 	if tt := body.TokenType; tt != "" && !strings.EqualFold(tt, "bearer") {
-		return exchanged{}, fmt.Sprintf("token_type is %q, want bearer", tt)
+		return x, fmt.Sprintf("token_type is %q, want bearer", tt)
 	}
-	x = exchanged{access: access}
 	x.expiresIn = int64(body.ExpiresIn)
 	return x, ""
 }
@@ -204,9 +217,9 @@ func (r redactor) colonyDetail(contentType string, data []byte) (code, msg strin
 	return "", ""
 }
 
-// retrieveError wraps an answer as oauth2 would, with the body redacted and
-// the request detached (it could replay the key).
-func (s *TokenSource) retrieveError(resp *http.Response, body []byte) *oauth2.RetrieveError {
+// retrieveError wraps an answer as oauth2 would, with the body and headers
+// redacted and the request detached (it could replay the key).
+func retrieveError(red redactor, resp *http.Response, body []byte) *oauth2.RetrieveError {
 	r := *resp
 	r.Body = http.NoBody
 	if resp.Request != nil {
@@ -214,5 +227,6 @@ func (s *TokenSource) retrieveError(resp *http.Response, body []byte) *oauth2.Re
 		req.Body, req.GetBody = nil, nil
 		r.Request = req
 	}
-	return &oauth2.RetrieveError{Response: &r, Body: []byte(s.red.text(string(body)))}
+	r.Header = red.header(resp.Header)
+	return &oauth2.RetrieveError{Response: &r, Body: []byte(red.text(string(body)))}
 }

@@ -146,8 +146,11 @@ func (r redactor) checkBaseURL(raw string) error {
 	return configError(nil, "invalid base URL %q: %s", r.text(u.Redacted()), problem)
 }
 
+// isLoopback reports whether host is a loopback IP literal or exactly
+// "localhost" (B26). Other names, x.localhost included, are resolved by DNS
+// and may lead anywhere, so plain http to them would expose the key.
 func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if host == "localhost" {
 		return true
 	}
 	ip := net.ParseIP(host)

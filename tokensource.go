@@ -150,7 +150,7 @@ func New(apiKey string, opts ...Option) *TokenSource {
 		log:   o.logger,
 		totp:  o.totp,
 		cache: o.cache,
-		red:   redactor{key: apiKey},
+		red:   redactor{}.with(apiKey),
 	}
 	if s.log == nil {
 		s.log = discardLogger

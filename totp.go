@@ -21,7 +21,7 @@ func WithTOTP(code func() (string, error)) Option {
 func (s *TokenSource) totpCode() (string, *Error) {
 	code, err := s.totp()
 	if err != nil {
-		return "", &Error{Message: "the WithTOTP function failed", Err: err}
+		return "", &Error{Message: "the WithTOTP function failed", Err: s.red.wrap(err)}
 	}
 	if msg := checkTOTP(code); msg != "" {
 		return "", &Error{Message: msg, kind: ErrTwoFactorInvalid}

@@ -101,11 +101,13 @@ func NewServer(opts ...Option) *Server {
 
 // NewUnstarted returns a fake Colony that listens nowhere: reach it with
 // Client or Transport, which serve requests in memory. Its URL is
-// http://colony.localhost/api/v1. It suits testing/synctest bubbles, where
-// real sockets are not allowed to block.
+// https://colony.test/api/v1: a name only its own Transport serves (".test"
+// is reserved and never resolves), with https so that colonyauth accepts it.
+// It suits testing/synctest bubbles, where real sockets are not allowed to
+// block.
 func NewUnstarted(opts ...Option) *Server {
 	s := &Server{
-		URL:      "http://colony.localhost/api/v1",
+		URL:      "https://colony.test/api/v1",
 		APIKey:   "col_" + randomText(32),
 		clock:    clock.New(),
 		secret:   []byte(randomText(32)),
