@@ -137,44 +137,136 @@ func jitter(d time.Duration, j float64) time.Duration {
 type attemptError struct {
 	err        *Error        // what the caller sees if this is the last attempt
 	retry      bool          // worth another attempt
-	unsent     bool          // failed before a request was sent
+	counted    bool          // an answer from the Colony itself (2xx, 3xx, 4xx): it counts against the host's hour
+	unsent     bool          // failed before a request was sent, or cancelled: nothing to remember
 	retryAfter time.Duration // the server's Retry-After, 0 if none
 }
 
-// withRetry runs attempt until it succeeds, fails permanently or the
-// schedule is spent, sleeping on s.clock between attempts. The returned
-// error is always an *Error with Attempts set.
-func (s *TokenSource) withRetry(ctx context.Context, r RetryConfig, attempt func(context.Context) (exchanged, *attemptError)) (exchanged, *Error) {
-	for n := 0; ; n++ {
-		res, aerr := attempt(ctx)
+// exchange carries out a flight: attempts, each cleared by the ledger, until
+// a token, a failure that retrying cannot help, or a spent budget; between
+// attempts it sleeps on the injected clock. A failure comes with the time
+// before which nothing may be sent again (zero: not remembered).
+func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
+	ctx := s.ctx
+	n := need{owner: s.owner, key: s.cacheKey, stale: f.stale, force: f.force, limit: s.hostLimit, retry: s.retry}
+	if cur := s.cur.Load(); f.stale && cur != nil {
+		n.early = cur.exp.Sub(s.clock.Now()) > urgentLeft
+	}
+	for attempts := 0; ; {
+		v, err := s.gate(n)
+		if err != nil {
+			return nil, err, time.Time{}
+		}
+		switch v.act {
+		case deny:
+			return nil, v.err, v.until
+		case wait:
+			if err := s.sleep(ctx, v.wait); err != nil {
+				return nil, err, time.Time{}
+			}
+			continue
+		case reload: // another source of this key got a token within the minute
+			if st := s.reloadCache(); st != nil {
+				return st, nil, time.Time{}
+			}
+			if f.stale {
+				return nil, nil, v.until
+			}
+			if err := s.sleep(ctx, v.until.Sub(s.clock.Now())); err != nil {
+				return nil, err, time.Time{}
+			}
+			continue
+		}
+
+		res, aerr := s.attempt(ctx)
+		now := s.clock.Now()
 		if aerr == nil {
-			s.log.Debug("colonyauth: token obtained", "attempts", n+1)
-			return res, nil
+			st := res.state(now)
+			panicked := s.storeCache(st) // before the ledger says so: another process may load it at once
+			s.note(n, outcome{counted: true}, v.slot, now)
+			s.log.Debug("colonyauth: token obtained", "attempts", attempts+1)
+			return st, panicked, time.Time{} // a panicking Cache fails this call, not the token
 		}
 		e := aerr.err
-		e.Attempts = n + 1
 		if aerr.unsent {
-			e.Attempts = n
+			e.Attempts = attempts
+			s.note(n, outcome{released: true}, v.slot, now)
+			return nil, e, time.Time{}
 		}
-		if !aerr.retry {
-			return exchanged{}, e
+		attempts++
+		e.Attempts = attempts
+		goOn, next := s.note(n, outcome{err: e, counted: aerr.counted, retried: aerr.retry, retryAfter: aerr.retryAfter}, v.slot, now)
+		switch {
+		case !aerr.retry:
+			return nil, e, now.Add(e.RetryAfter)
+		case !goOn:
+			e = unavailable(e, roundUp(next.Sub(now)))
+			return nil, e, next
 		}
-		if aerr.retryAfter > r.maxDelay() || n == r.MaxRetries {
-			return exchanged{}, unavailable(e, aerr.retryAfter)
-		}
-		delay := jitter(r.Delay(n), r.Jitter)
-		if aerr.retryAfter > 0 {
-			delay = aerr.retryAfter
+		delay := next.Sub(now)
+		if aerr.retryAfter == 0 {
+			delay = jitter(delay, s.retry.Jitter)
 		}
 		s.log.Warn("colonyauth: token exchange failed, retrying",
-			"attempt", n+1, "status", e.StatusCode, "error", e.logText(), "delay", delay)
-		t := s.clock.Timer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return exchanged{}, &Error{Attempts: n + 1, Message: "gave up waiting to retry", Err: ctx.Err()}
+			"attempt", attempts, "status", e.StatusCode, "error", e.logText(), "delay", delay)
+		if err := s.sleep(ctx, delay); err != nil {
+			err.Attempts = attempts
+			return nil, err, time.Time{}
 		}
+	}
+}
+
+// gate asks the ledger whether an attempt may go now.
+func (s *TokenSource) gate(n need) (v verdict, err *Error) {
+	now, gap := s.clock.Now(), s.staleGap()
+	err = s.update(func(h *hostRecord) { v = h.gate(n, now, gap) })
+	return v, err
+}
+
+// note tells the ledger an attempt's outcome; see hostRecord.record.
+func (s *TokenSource) note(n need, o outcome, slot int64, now time.Time) (goOn bool, next time.Time) {
+	gap := s.staleGap()
+	s.update(func(h *hostRecord) { goOn, next = h.record(n, o, slot, now, gap) })
+	return goOn, next
+}
+
+// update runs fn on the source's record in the shared ledger, or in its
+// own when there is none or the shared one fails (the source then acts
+// alone, and says so once). A Ledger that panics is an error.
+func (s *TokenSource) update(fn func(h *hostRecord)) *Error {
+	if s.ledger != nil {
+		panicked, err := s.protect("the Ledger", func() error { return updateRecord(s.ledger, s.record, s.log, fn) })
+		switch {
+		case panicked != nil:
+			return panicked
+		case err == nil:
+			if s.alone {
+				s.alone = false
+				s.log.Warn("colonyauth: the shared ledger works again; coordinating with the other sources")
+			}
+			return nil
+		}
+		if !s.alone {
+			s.alone = true
+			s.log.Warn("colonyauth: the shared ledger failed; acting alone until it works", "error", s.red.message(err.Error()))
+		}
+	}
+	updateRecord(&s.own, s.record, s.log, fn)
+	return nil
+}
+
+// sleep waits d on the injected clock, or until ctx ends.
+func (s *TokenSource) sleep(ctx context.Context, d time.Duration) *Error {
+	if d <= 0 {
+		return nil
+	}
+	t := s.clock.Timer(d)
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		return &Error{Message: "gave up waiting to retry", Err: ctx.Err()}
 	}
 }
 

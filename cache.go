@@ -3,12 +3,9 @@ package colonyauth
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
+	"sync"
 
 	"golang.org/x/oauth2"
 )
@@ -19,7 +16,13 @@ import (
 // the API key; the API key itself is never passed to a Cache.
 //
 // Errors from a Cache are logged at Debug and otherwise ignored: a cache
-// can make the source faster, never make it fail.
+// can make the source faster, never make it fail. A token loaded from a
+// Cache gets every check an exchanged one gets (header-safe characters, an
+// expiry at most 366 days away), so a cache cannot smuggle in a token that
+// an exchange would refuse.
+//
+// A Cache that also implements Ledger lets the sources sharing it
+// coordinate their use of /auth/token (see Ledger).
 type Cache interface {
 	Load(key string) (*oauth2.Token, error) // (nil, nil) when absent
 	Store(key string, tok *oauth2.Token) error
@@ -27,7 +30,8 @@ type Cache interface {
 }
 
 // WithCache loads a still-valid token from c before any exchange, stores
-// each new token in it, and deletes the entry on Invalidate.
+// each new token in it, and deletes the entry on Invalidate. If c is also a
+// Ledger, the source coordinates with the other sources sharing it.
 func WithCache(c Cache) Option {
 	return func(o *options) {
 		if c == nil {
@@ -39,11 +43,16 @@ func WithCache(c Cache) Option {
 }
 
 // WithFileCache is WithCache with a cache of files in dir, so that tokens
-// outlive the process; "" means os.UserCacheDir()/colonyauth. The directory
-// is created 0700, each entry is a 0600 file named by a hash of the base URL
-// and key (the key is in no name or file), written atomically so processes
-// can share the directory. If there is no user cache directory the source
+// outlive the process and the processes of a host coordinate through it
+// (it is a Ledger too: share one directory per host). "" means
+// os.UserCacheDir()/colonyauth; without a user cache directory the source
 // works without a cache.
+//
+// The directory is created 0700; each entry is a 0600 file named by a hash
+// of the base URL and key (the key is in no name or file), written
+// atomically. A directory that is group- or world-writable or owned by
+// another user is refused (logged at Debug; the source works without it),
+// and only regular files of at most 64 KiB are read.
 func WithFileCache(dir string) Option {
 	return func(o *options) {
 		if dir == "" {
@@ -53,70 +62,46 @@ func WithFileCache(dir string) Option {
 			}
 			dir = filepath.Join(base, "colonyauth")
 		}
-		o.cache = fileCache(dir)
+		o.cache = fileCache{dir: dir}
 	}
 }
 
-// fileCache is a Cache of one JSON file per entry in a directory. The
-// directory is created with mode 0700 and files with 0600; each file is
-// written to a temporary name and renamed, so processes sharing the
-// directory never read half a file. File names are the hashed keys.
-type fileCache string
+// NewMemoryCache returns a Cache and Ledger in memory, for the sources of
+// one process: they share tokens and coordinate as sources sharing a cache
+// directory do, without touching the disk.
+func NewMemoryCache() Cache { return &memoryCache{} }
 
-type cacheEntry struct {
-	AccessToken string    `json:"access_token"`
-	Expiry      time.Time `json:"expiry"`
+type memoryCache struct {
+	memoryLedger
+	mu     sync.Mutex
+	tokens map[string]oauth2.Token
 }
 
-func (d fileCache) path(key string) string { return filepath.Join(string(d), key+".json") }
-
-// Load returns the token stored under key, or (nil, nil) if there is none.
-func (d fileCache) Load(key string) (*oauth2.Token, error) {
-	data, err := os.ReadFile(d.path(key))
-	if errors.Is(err, fs.ErrNotExist) {
+func (m *memoryCache) Load(key string) (*oauth2.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tok, ok := m.tokens[key]
+	if !ok {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	var e cacheEntry
-	if err := json.Unmarshal(data, &e); err != nil || e.AccessToken == "" {
-		return nil, errors.New("colonyauth: corrupt cache entry")
-	}
-	return &oauth2.Token{AccessToken: e.AccessToken, TokenType: "Bearer", Expiry: e.Expiry}, nil
+	return &tok, nil
 }
 
-// Store writes tok under key atomically.
-func (d fileCache) Store(key string, tok *oauth2.Token) error {
-	if err := os.MkdirAll(string(d), 0o700); err != nil {
-		return err
+func (m *memoryCache) Store(key string, tok *oauth2.Token) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tokens == nil {
+		m.tokens = map[string]oauth2.Token{}
 	}
-	data, err := json.Marshal(cacheEntry{AccessToken: tok.AccessToken, Expiry: tok.Expiry})
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(string(d), ".tmp-*") // mode 0600
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), d.path(key))
+	m.tokens[key] = oauth2.Token{AccessToken: tok.AccessToken, TokenType: tok.TokenType, Expiry: tok.Expiry}
+	return nil
 }
 
-// Delete removes the entry under key; a missing entry is not an error.
-func (d fileCache) Delete(key string) error {
-	err := os.Remove(d.path(key))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
+func (m *memoryCache) Delete(key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.tokens, key)
+	return nil
 }
 
 // cacheKey names a cache entry without revealing the key.
@@ -126,53 +111,107 @@ func cacheKey(baseURL, apiKey string) string {
 }
 
 // loadCache reads the cache once, before the first exchange; s.mu is held.
-func (s *TokenSource) loadCache() {
+// It reports whether it made a token current, and a panic of the Cache.
+func (s *TokenSource) loadCache() (bool, *Error) {
 	if s.cache == nil || s.cacheLoaded {
-		return
+		return false, nil
 	}
 	s.cacheLoaded = true
-	tok, err := s.cache.Load(s.cacheKey)
+	st, panicked := s.cachedState()
+	if st == nil {
+		return false, panicked
+	}
+	s.cur.Store(st)
+	s.log.Debug("colonyauth: token loaded from cache", "expires", st.exp)
+	return true, nil
+}
+
+// reloadCache returns the cached token if it is valid and better than the
+// current one: another source of the same key has just exchanged it.
+func (s *TokenSource) reloadCache() *state {
+	if s.cache == nil {
+		return nil
+	}
+	st, _ := s.cachedState()
+	if cur := s.cur.Load(); st == nil || cur != nil && !st.exp.After(cur.exp) {
+		return nil
+	}
+	return st
+}
+
+// cachedState loads and checks the cached token; nil if there is none
+// worth using. A cached token gets every check an exchanged one gets. A
+// Cache that panics is reported.
+func (s *TokenSource) cachedState() (*state, *Error) {
+	var tok *oauth2.Token
+	panicked, err := s.protect("the Cache's Load", func() (err error) { tok, err = s.cache.Load(s.cacheKey); return err })
+	if panicked != nil {
+		return nil, panicked
+	}
 	if err != nil || tok == nil {
 		if err != nil {
 			s.log.Debug("colonyauth: ignoring token cache", "error", s.red.message(err.Error()))
 		}
-		return
+		return nil, nil
 	}
 	now := s.clock.Now()
+	if msg := checkAccessToken(tok.AccessToken); msg != "" {
+		s.log.Debug("colonyauth: ignoring cached token", "reason", msg)
+		return nil, nil
+	}
 	exp, iat, ok := jwtClaims(tok.AccessToken)
 	if !ok {
 		exp = tok.Expiry
 	}
 	if iat.IsZero() || iat.After(now) {
-		iat = now // unknown age: refresh half-way through what is left
+		iat = now // unknown age: refresh part-way through what is left
 	}
-	if tok.AccessToken == "" || !exp.After(now) {
-		s.log.Debug("colonyauth: ignoring expired cached token")
-		return
+	if d := exp.Sub(now); d <= 0 || d > maxLifetime {
+		s.log.Debug("colonyauth: ignoring cached token: expired, or expiring more than 366 days from now")
+		return nil, nil
 	}
-	if st := newState(tok.AccessToken, iat, exp); now.Before(st.expires) {
-		s.cur.Store(st)
-		s.log.Debug("colonyauth: token loaded from cache", "expires", exp)
-		return
+	st := newState(tok.AccessToken, iat, exp)
+	if !now.Before(st.expires) || tok.AccessToken == s.revokedToken() {
+		return nil, nil
 	}
-	s.log.Debug("colonyauth: ignoring expired cached token")
+	return st, nil
 }
 
-func (s *TokenSource) storeCache(st *state) {
+func (s *TokenSource) revokedToken() string {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	return s.revoked
+}
+
+// storeCache writes a new token, unless Invalidate has revoked it meanwhile.
+// A Cache that panics is reported.
+func (s *TokenSource) storeCache(st *state) *Error {
 	if s.cache == nil {
-		return
+		return nil
+	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if st.tok.AccessToken == s.revoked {
+		return nil
 	}
 	tok := &oauth2.Token{AccessToken: st.tok.AccessToken, TokenType: "Bearer", Expiry: st.exp}
-	if err := s.cache.Store(s.cacheKey, tok); err != nil {
+	panicked, err := s.protect("the Cache's Store", func() error { return s.cache.Store(s.cacheKey, tok) })
+	if err != nil {
 		s.log.Debug("colonyauth: cannot store token in cache", "error", s.red.message(err.Error()))
 	}
+	return panicked
 }
 
+// deleteCache removes the entry; s.cacheMu is held.
 func (s *TokenSource) deleteCache() {
 	if s.cache == nil {
 		return
 	}
-	if err := s.cache.Delete(s.cacheKey); err != nil {
+	panicked, err := s.protect("the Cache's Delete", func() error { return s.cache.Delete(s.cacheKey) })
+	if panicked != nil {
+		err = panicked
+	}
+	if err != nil {
 		s.log.Debug("colonyauth: cannot delete cached token", "error", s.red.message(err.Error()))
 	}
 }

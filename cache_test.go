@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -38,13 +37,20 @@ func TestFileCacheReusesToken(t *testing.T) {
 		info, err := os.Stat(dir)
 		require.NoError(t, err)
 		assert.Equal(t, os.FileMode(0o700), info.Mode().Perm())
-		entries, err := os.ReadDir(dir)
+		all, err := os.ReadDir(dir)
 		require.NoError(t, err)
-		require.Len(t, entries, 1, "no temporary files left behind")
+		var entries []os.DirEntry
+		for _, e := range all {
+			assert.False(t, strings.HasPrefix(e.Name(), ".tmp"), "no temporary files left behind")
+			info, err := e.Info()
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), e.Name())
+			if strings.HasSuffix(e.Name(), ".json") {
+				entries = append(entries, e)
+			}
+		}
+		require.Len(t, entries, 1, "one token entry")
 		name := entries[0].Name()
-		info, err = entries[0].Info()
-		require.NoError(t, err)
-		assert.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		require.NoError(t, err)
 		assert.NotContains(t, name, srv.APIKey)
@@ -65,14 +71,13 @@ func TestFileCacheAges(t *testing.T) {
 			return New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir))
 		}
 		first := mustToken(t, newSource())
-		time.Sleep(13 * time.Hour)
-		assert.Equal(t, first.AccessToken, mustToken(t, newSource()).AccessToken, "stale but valid: served")
-		synctest.Wait() // the background refresh stores a new token
+		time.Sleep(15 * time.Hour) // past the refresh point (at most 60 % of 24 h)
+		second := mustToken(t, newSource())
+		assert.NotEqual(t, first.AccessToken, second.AccessToken, "B6: a cached token past its refresh point is refreshed before the call returns")
 		assert.Equal(t, 2, srv.Exchanges())
 
-		time.Sleep(11 * time.Hour)
-		second := mustToken(t, newSource())
-		assert.NotEqual(t, first.AccessToken, second.AccessToken, "the refreshed token was cached")
+		time.Sleep(9 * time.Hour)
+		assert.Equal(t, second.AccessToken, mustToken(t, newSource()).AccessToken, "the refreshed token was cached")
 		assert.Equal(t, 2, srv.Exchanges())
 
 		time.Sleep(30 * time.Hour)
@@ -90,8 +95,7 @@ func TestFileCacheInvalidate(t *testing.T) {
 		srv := colonyauthtest.NewUnstarted()
 		s := New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir))
 		s.Invalidate(mustToken(t, s))
-		entries, _ := os.ReadDir(dir)
-		assert.Empty(t, entries)
+		assert.Empty(t, tokenFiles(t, dir))
 	})
 }
 
@@ -130,7 +134,7 @@ func TestFileCacheBadEntries(t *testing.T) {
 // B12: processes sharing the directory never see half a file: every read
 // during concurrent writes is a whole entry.
 func TestFileCacheConcurrentWriters(t *testing.T) {
-	c := fileCache(t.TempDir())
+	c := fileCache{dir: t.TempDir()}
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
@@ -144,7 +148,7 @@ func TestFileCacheConcurrentWriters(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	entries, _ := os.ReadDir(string(c))
+	entries, _ := os.ReadDir(c.dir)
 	assert.Len(t, entries, 1)
 	got, err := c.Load("k")
 	require.NoError(t, err)
@@ -196,10 +200,9 @@ func TestFileCacheDefaultDir(t *testing.T) {
 	defer cancel()
 	_, err := New(testKey, WithHTTPClient(hc), WithFileCache("")).TokenContext(ctx)
 	require.NoError(t, err)
-	entries, err := os.ReadDir(filepath.Join(home, "colonyauth"))
-	require.NoError(t, err)
+	entries := tokenFiles(t, filepath.Join(home, "colonyauth"))
 	require.Len(t, entries, 1)
-	data, _ := os.ReadFile(filepath.Join(home, "colonyauth", entries[0].Name()))
+	data, _ := os.ReadFile(entries[0])
 	var e map[string]any
 	require.NoError(t, json.Unmarshal(data, &e))
 	assert.Equal(t, "t", e["access_token"])
@@ -216,4 +219,13 @@ func useTempCacheDir(t *testing.T) string {
 	require.NoError(t, err)
 	require.True(t, strings.HasPrefix(dir, tmp), dir)
 	return dir
+}
+
+// tokenFiles lists the token entries of a cache directory (not its ledger
+// record or lock file).
+func tokenFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	require.NoError(t, err)
+	return names
 }

@@ -48,7 +48,11 @@ func (x exchanged) state(now time.Time) *state {
 func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
 	payload := s.payload
 	if s.totp != nil {
-		code, err := s.totpCode()
+		var code string
+		var err *Error
+		if panicked, _ := s.protect("the WithTOTP function", func() error { code, err = s.totpCode(); return nil }); panicked != nil {
+			err = panicked
+		}
 		if err != nil {
 			return exchanged{}, &attemptError{err: err, unsent: true}
 		}
@@ -71,16 +75,20 @@ func (s *TokenSource) attempt(ctx context.Context) (exchanged, *attemptError) {
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil { // the exchange's context, not this attempt's timeout
-			return exchanged{}, &attemptError{err: &Error{Message: "exchange cancelled", Err: ctx.Err()}}
+			return exchanged{}, &attemptError{err: &Error{Message: "exchange cancelled", Err: ctx.Err()}, unsent: true}
 		}
 		return exchanged{}, &attemptError{err: &Error{Message: "cannot reach /auth/token", Err: s.red.wrap(err)}, retry: transient(err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return exchanged{}, &attemptError{err: &Error{StatusCode: resp.StatusCode, Message: "reading the answer failed", Err: s.red.wrap(err)}, retry: transient(err)}
+		return exchanged{}, &attemptError{err: &Error{StatusCode: resp.StatusCode, Message: "reading the answer failed", Err: s.red.wrap(err)}, retry: transient(err), counted: resp.StatusCode < 500}
 	}
-	return s.classify(resp, data)
+	x, aerr := s.classify(resp, data)
+	if aerr != nil {
+		aerr.counted = resp.StatusCode < 500 // 5xx come from a proxy in front of a server that is down (B20)
+	}
+	return x, aerr
 }
 
 // classify turns one HTTP answer into a token or an attemptError (B1, B3-B5).
@@ -125,6 +133,7 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *at
 		e.kind = ErrInvalidKey
 	case status == http.StatusTooManyRequests:
 		e.kind, e.RetryAfter = ErrRateLimited, retryAfter
+		return exchanged{}, &attemptError{err: e, retryAfter: retryAfter}
 	case s.retry.retryOn(status):
 		return exchanged{}, &attemptError{err: e, retry: true, retryAfter: retryAfter}
 	}

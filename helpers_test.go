@@ -133,3 +133,9 @@ func asError(t *testing.T, err error) *Error {
 }
 
 var background = context.Background()
+
+// refreshAt is when a token obtained at obtained, living life, asks to be
+// refreshed: at 40–60 % of its life, drawn from the token (B6).
+func refreshAt(tok *oauth2.Token, obtained time.Time, life time.Duration) time.Time {
+	return obtained.Add(refreshAfter(tok.AccessToken, life))
+}

@@ -19,15 +19,16 @@ import (
 type Option func(*options)
 
 type options struct {
-	baseURL string
-	client  *http.Client
-	clock   clock.Clock
-	retry   RetryConfig
-	ctx     context.Context
-	logger  *slog.Logger
-	totp    func() (string, error)
-	cache   Cache
-	err     error // the first invalid option
+	baseURL   string
+	client    *http.Client
+	clock     clock.Clock
+	retry     RetryConfig
+	ctx       context.Context
+	logger    *slog.Logger
+	totp      func() (string, error)
+	cache     Cache
+	hostLimit int
+	err       error // the first invalid option
 }
 
 func (o *options) fail(format string, args ...any) {

@@ -232,8 +232,8 @@ func TestOutageSimulation(t *testing.T) {
 			// in long outages because it fails them at once, where the seed
 			// client made each caller wait out a whole budget first.)
 			assert.LessOrEqual(t, o.requests, s.requests, "%s, %v", sc.name, d)
-			// It gets a token within a minute of recovery (the longest delay).
-			assert.LessOrEqual(t, o.recovery, time.Minute, "%s, %v", sc.name, d)
+			// It gets a token within 120 s of recovery (B18's longest wait).
+			assert.LessOrEqual(t, o.recovery, 120*time.Second, "%s, %v", sc.name, d)
 		}
 		// Jitter spreads a fleet's retries: the recovery peak is lower.
 		if d >= 10*time.Minute {

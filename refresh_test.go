@@ -46,32 +46,52 @@ func TestExpirySources(t *testing.T) {
 		for _, c := range cases {
 			hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, c.body) })
 			tok := mustToken(t, New(testKey, WithHTTPClient(hc)))
-			assert.Equal(t, now.Add(c.life/2), tok.Expiry, c.name)
+			assert.Equal(t, refreshAt(tok, now, c.life), tok.Expiry, c.name)
 		}
 	})
 }
 
-// B6: a 24 h token is reused for 12 h; after that a new one arrives
-// without any caller waiting for it.
-func TestRefreshAtHalfLife(t *testing.T) {
+// B6: a 24 h token is reused until its refresh point (40–60 % of its life,
+// drawn from the token); after that a new one arrives without any caller
+// waiting for it.
+func TestRefreshAtRefreshPoint(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		srv, s := newFake(t)
 		start := time.Now()
 		first := mustToken(t, s)
-		assert.Equal(t, start.Add(12*time.Hour), first.Expiry)
+		point := refreshAt(first, start, 24*time.Hour)
+		assert.Equal(t, point, first.Expiry)
+		assert.True(t, !point.Before(start.Add(9*time.Hour+36*time.Minute)) && !point.After(start.Add(14*time.Hour+24*time.Minute)), "in 40–60 %% of 24 h: %v", point.Sub(start))
 
-		time.Sleep(6 * time.Hour)
+		time.Sleep(point.Sub(start) - time.Minute)
 		assert.Same(t, first, mustToken(t, s))
 		assert.Equal(t, 1, srv.Exchanges())
 
-		time.Sleep(6 * time.Hour)
-		assert.Equal(t, first.AccessToken, mustToken(t, s).AccessToken, "past half-life the valid token is served while refreshing")
+		time.Sleep(time.Minute)
+		assert.Equal(t, first.AccessToken, mustToken(t, s).AccessToken, "past the refresh point the valid token is served while refreshing")
 		synctest.Wait()
 		second := mustToken(t, s)
 		assert.NotEqual(t, first.AccessToken, second.AccessToken)
 		assert.Equal(t, 2, srv.Exchanges())
-		assert.Equal(t, time.Now().Add(12*time.Hour), second.Expiry)
+		exp, _, _ := jwtClaims(second.AccessToken) // whole seconds
+		assert.Equal(t, refreshAt(second, time.Now(), time.Until(exp)), second.Expiry)
 	})
+}
+
+// B6: the refresh point is drawn per token in [40 %, 60 %] of its life, the
+// same for the same token, spread over the range for a fleet.
+func TestRefreshPointSpread(t *testing.T) {
+	life := 24 * time.Hour
+	var lo, hi time.Duration = life, 0
+	for i := range 1000 {
+		access := fakeJWT(fmt.Sprintf(`{"exp":%d,"sub":"agent-%d"}`, 1700000000+i, i))
+		d := refreshAfter(access, life)
+		require.Equal(t, d, refreshAfter(access, life), "deterministic")
+		require.True(t, d >= life*4/10 && d <= life*6/10, "%v", d)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	assert.Less(t, lo, life*41/100, "spread to the bottom of the range")
+	assert.Greater(t, hi, life*59/100, "spread to the top of the range")
 }
 
 // outageRun calls get every 10 s from +12 h to +23 h while /auth/token
@@ -285,9 +305,9 @@ func TestInvalidate(t *testing.T) {
 		assert.NotEqual(t, first.AccessToken, second.AccessToken)
 		assert.Equal(t, 2, srv.Exchanges())
 
-		// Past half-life a refresh meets a 429 asking for an hour: the
-		// source keeps serving second and stays away...
-		time.Sleep(13 * time.Hour)
+		// Past the refresh point a refresh meets a 429 asking for an hour:
+		// the source keeps serving second and stays away...
+		time.Sleep(15 * time.Hour)
 		srv.FailNext(1, http.StatusTooManyRequests, time.Hour)
 		stale := mustToken(t, s)
 		synctest.Wait()
@@ -298,9 +318,13 @@ func TestInvalidate(t *testing.T) {
 		synctest.Wait()
 		assert.Equal(t, 3, srv.Exchanges())
 
-		// ...until the API rejects the token: then the cool-down is no reason
-		// to keep a token known to be bad.
+		// ...and when the API rejects the token, the 429 still holds: the
+		// server is counting, and a request would only extend its penalty.
 		s.Invalidate(stale)
+		_, err := s.Token()
+		require.ErrorIs(t, err, ErrRateLimited)
+		assert.Equal(t, 3, srv.Exchanges())
+		time.Sleep(30 * time.Minute)
 		third := mustToken(t, s)
 		assert.NotEqual(t, second.AccessToken, third.AccessToken)
 		assert.Equal(t, 4, srv.Exchanges())

@@ -2,10 +2,13 @@
 //
 // The Colony issues 24-hour JWTs from POST /auth/token in exchange for an API
 // key. A [TokenSource] makes that exchange, caches the token, refreshes it
-// at half its life, rides through outages of /auth/token (retrying with
-// backoff when it has no token, serving the still-valid one when it has),
-// and never hammers the endpoint: rate limits and bad keys are not retried,
-// failures are remembered for a cool-down, and one exchange runs at a time.
+// at 40–60 % of its life, rides through outages of /auth/token (retrying
+// with backoff when it has no token, serving the still-valid one when it
+// has), and never hammers the endpoint: rate limits and bad keys are not
+// retried, failures are remembered for a cool-down, and one exchange runs at
+// a time. Sources that share a cache directory ([WithFileCache]) share the
+// host's budget of 30 exchanges an hour, and one of them probes an outage
+// for all.
 //
 // Any oauth2-aware code can use it:
 //
@@ -18,10 +21,11 @@ package colonyauth
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -38,7 +42,7 @@ import (
 const DefaultBaseURL = "https://thecolony.ai/api/v1"
 
 const (
-	version = "0.1.0"
+	version = "0.2.0"
 	// userAgent identifies the package to the Colony on /auth/token.
 	userAgent = "colonyauth-go/" + version
 
@@ -56,22 +60,31 @@ const (
 // it is safe for concurrent use, and one source should be shared by all
 // the goroutines of a program that use the same key.
 //
-// Returned tokens are shared: treat them as read-only.
+// A returned token's Expiry is when the source wants to be asked again (its
+// refresh point, never after the real expiry), so that oauth2's
+// ReuseTokenSource and NewClient ask in time; tok.Extra("expires_at") is
+// the token's real expiry, a time.Time. Returned tokens are shared: treat
+// them as read-only.
 type TokenSource struct {
-	key      string
-	payload  []byte // the request body, when it does not change (no WithTOTP)
-	tokenURL string
-	baseURL  string
-	client   *http.Client
-	clock    clock.Clock
-	retry    RetryConfig
-	ctx      context.Context
-	log      *slog.Logger
-	totp     func() (string, error)
-	cache    Cache
-	cacheKey string
-	red      redactor
-	err      error // configuration error: every call returns it
+	key       string
+	payload   []byte // the request body, when it does not change (no WithTOTP)
+	tokenURL  string
+	baseURL   string
+	client    *http.Client
+	clock     clock.Clock
+	retry     RetryConfig
+	ctx       context.Context
+	log       *slog.Logger
+	totp      func() (string, error)
+	cache     Cache
+	cacheKey  string
+	ledger    Ledger       // shared with other sources; nil when the cache is none
+	own       memoryLedger // this source's records when it acts alone
+	record    string       // the ledger record of the base URL
+	owner     string       // this source's name in the records
+	hostLimit int
+	red       redactor
+	err       error // configuration error: every call returns it
 
 	cur atomic.Pointer[state] // read without locking on the fast path
 
@@ -80,30 +93,48 @@ type TokenSource struct {
 	cacheLoaded bool      // the cache was read once
 	failErr     *Error    // remembered failure ...
 	failUntil   time.Time // ... returned without a request until this
+	force       bool      // the token was invalidated: exchange even within the minute
+	alone       bool      // the shared ledger failed: acting alone (flight goroutine only)
+
+	cacheMu sync.Mutex // orders cache writes with Invalidate
+	revoked string     // the last invalidated token, never to be stored again
 }
 
 // state is an immutable snapshot of the current token.
 type state struct {
-	tok     *oauth2.Token // what callers get (&token); Expiry is when the source wants to be asked again
-	due     time.Time     // tok.Expiry less the margin: served without locking before this
-	expires time.Time     // exp less the margin: served at all (stale) before this
-	exp     time.Time     // the token's real expiry
-	margin  time.Duration
-	token   oauth2.Token // allocated with the state; reached only through tok
+	tok      *oauth2.Token // what callers get (&token); Expiry is when the source wants to be asked again
+	due      time.Time     // tok.Expiry less the margin: served without locking before this
+	expires  time.Time     // exp less the margin: served at all (stale) before this
+	exp      time.Time     // the token's real expiry
+	obtained time.Time
+	margin   time.Duration
+	token    oauth2.Token // allocated with the state; reached only through tok
 }
 
 // newState derives the refresh and expiry instants of a token obtained at
-// obtained (or, from a cache, issued then) that expires at exp.
+// obtained (or, from a cache, issued then) that expires at exp. The refresh
+// point is drawn in 40–60 % of the token's life from the token itself, so a
+// fleet started together spreads its refreshes over hours, and a test is
+// reproducible (B6).
 func newState(access string, obtained, exp time.Time) *state {
 	life := exp.Sub(obtained)
 	margin := min(expiryDelta, life/4)
-	return stateAsking(access, obtained.Add(life/2), exp, margin)
+	return stateAsking(access, obtained.Add(refreshAfter(access, life)), obtained, exp, margin)
+}
+
+// refreshAfter is the part of life after which access is refreshed: a
+// fraction in [0.4, 0.6] that a hash of the token picks.
+func refreshAfter(access string, life time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(access))
+	f := 0.4 + 0.2*float64(h.Sum64()>>11)/(1<<53)
+	return time.Duration(f * float64(life))
 }
 
 // stateAsking returns a state whose token asks to be refreshed at ask.
-func stateAsking(access string, ask, exp time.Time, margin time.Duration) *state {
-	st := &state{due: ask.Add(-margin), expires: exp.Add(-margin), exp: exp, margin: margin}
-	st.token = oauth2.Token{AccessToken: access, TokenType: "Bearer", Expiry: ask}
+func stateAsking(access string, ask, obtained, exp time.Time, margin time.Duration) *state {
+	st := &state{due: ask.Add(-margin), expires: exp.Add(-margin), exp: exp, obtained: obtained, margin: margin}
+	st.token = *(&oauth2.Token{AccessToken: access, TokenType: "Bearer", Expiry: ask}).WithExtra(map[string]any{"expires_at": exp})
 	st.tok = &st.token
 	return st
 }
@@ -112,7 +143,7 @@ func stateAsking(access string, ask, exp time.Time, margin time.Duration) *state
 // (never after exp). It copies no Token: oauth2.ReuseTokenSource writes to
 // the tokens it is given.
 func (st *state) askAt(t time.Time) *state {
-	return stateAsking(st.tok.AccessToken, minTime(t, st.exp), st.exp, st.margin)
+	return stateAsking(st.tok.AccessToken, minTime(t, st.exp), st.obtained, st.exp, st.margin)
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -126,15 +157,17 @@ func minTime(a, b time.Time) time.Time {
 type flight struct {
 	done  chan struct{}
 	stale bool   // a single refresh attempt while the current token is still valid
+	force bool   // after Invalidate
 	st    *state // the result, set before done is closed
 	err   *Error
 }
 
 // New returns a TokenSource for apiKey. It sends nothing: the first Token
 // call exchanges the key. Bad input (an empty key, a JWT passed as the key,
-// an invalid option) is reported as an *Error by every call, never a panic.
+// an invalid option) is reported as an *Error by every call, never a panic;
+// to check a configuration before the first exchange, call Check.
 func New(apiKey string, opts ...Option) *TokenSource {
-	o := options{baseURL: DefaultBaseURL, clock: clock.New(), retry: defaultRetry, ctx: context.Background()}
+	o := options{baseURL: DefaultBaseURL, clock: clock.New(), retry: defaultRetry, ctx: context.Background(), hostLimit: DefaultHostLimit}
 	for _, opt := range opts {
 		if opt == nil {
 			o.fail("invalid option: nil Option")
@@ -151,14 +184,21 @@ func New(apiKey string, opts ...Option) *TokenSource {
 		totp:  o.totp,
 		cache: o.cache,
 		red:   redactor{}.with(apiKey),
+		owner: randomID(),
 	}
 	if s.log == nil {
 		s.log = discardLogger
 	}
 	s.baseURL = strings.TrimRight(o.baseURL, "/")
 	s.tokenURL = s.baseURL + "/auth/token"
-	if s.cache != nil {
-		s.cacheKey = cacheKey(s.baseURL, apiKey)
+	s.record = ledgerName(s.baseURL)
+	s.cacheKey = cacheKey(s.baseURL, apiKey)
+	if fc, ok := s.cache.(fileCache); ok {
+		fc.log = s.log
+		s.cache = fc
+	}
+	if l, ok := s.cache.(Ledger); ok {
+		s.ledger, s.hostLimit = l, o.hostLimit
 	}
 	if s.totp == nil {
 		s.payload = requestBody(apiKey, "") // the same for every exchange
@@ -171,6 +211,35 @@ func New(apiKey string, opts ...Option) *TokenSource {
 		}
 	}
 	return s
+}
+
+// Check reports the configuration error that every call would return (an
+// empty or malformed key, an invalid option or base URL), or nil. It sends
+// nothing; a key the Colony rejects is found only by the first exchange.
+func (s *TokenSource) Check() error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// usable returns the error of a source that cannot be used, or nil.
+func (s *TokenSource) usable() *Error {
+	switch {
+	case s == nil:
+		return configError(nil, "nil *TokenSource: use colonyauth.New")
+	case s.clock == nil:
+		return configError(nil, "zero TokenSource: use colonyauth.New")
+	case s.err != nil:
+		return s.err.(*Error)
+	}
+	return nil
+}
+
+func randomID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // String describes the source without its key: the base URL and a short
@@ -189,8 +258,8 @@ func (s *TokenSource) GoString() string { return s.String() }
 // Token returns a valid token, exchanging the key when needed. It runs
 // under the WithContext context; it implements oauth2.TokenSource.
 func (s *TokenSource) Token() (*oauth2.Token, error) {
-	if s == nil {
-		return nil, configError(nil, "Token called on a nil *TokenSource: use colonyauth.New")
+	if err := s.usable(); err != nil {
+		return nil, err
 	}
 	return s.TokenContext(s.ctx)
 }
@@ -200,20 +269,20 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // other callers and for the next call.
 //
 // A token that is still fresh is returned without locking or allocating.
-// Past half its life the token is still returned at once while one refresh
-// attempt runs in the background (at most one every 5 minutes while it
-// fails). Only a caller with no valid token waits for an exchange and its
+// Past its refresh point the token is still returned at once while one
+// refresh attempt runs in the background (at most one every 5 minutes while
+// it fails). Only a caller with no valid token waits for an exchange and its
 // retries; if that exchange fails, the error is remembered for a cool-down
 // during which calls fail at once without a request.
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if s == nil {
-		return nil, configError(nil, "TokenContext called on a nil *TokenSource: use colonyauth.New")
-	}
-	if s.err != nil {
-		return nil, s.err
+	if s == nil || s.clock == nil || s.err != nil {
+		return nil, s.usable()
 	}
 	if st := s.cur.Load(); st != nil && s.clock.Now().Before(st.due) {
 		return st.tok, nil
+	}
+	if ctx == nil {
+		return nil, configError(nil, "TokenContext called with a nil context: use context.Background()")
 	}
 	return s.slow(ctx)
 }
@@ -221,7 +290,11 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 	for {
 		s.mu.Lock()
-		s.loadCache()
+		loaded, panicked := s.loadCache()
+		if panicked != nil {
+			s.mu.Unlock()
+			return nil, panicked
+		}
 		now := s.clock.Now()
 		st := s.cur.Load()
 		if st != nil && now.Before(st.due) {
@@ -232,17 +305,28 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 			// Serve stale: the token is still valid, so the caller never
 			// waits; one refresh attempt runs meanwhile. (After a failed
 			// attempt, st.due is the time of the next one.)
-			if s.flight == nil {
-				go s.run(s.newFlight(true))
+			f := s.flight
+			if f == nil {
+				f = s.newFlight(true)
+				go s.run(f)
 			}
 			s.mu.Unlock()
+			if loaded { // B6: a process that exits after this call still refreshes
+				select {
+				case <-f.done:
+				case <-ctx.Done():
+				}
+				if cur := s.cur.Load(); cur != nil && s.clock.Now().Before(cur.expires) {
+					return cur.tok, nil
+				}
+			}
 			return st.tok, nil
 		}
 		f := s.flight
 		if f == nil {
 			if now.Before(s.failUntil) {
 				e := *s.failErr
-				e.RetryAfter = s.failUntil.Sub(now)
+				e.RetryAfter = roundUp(s.failUntil.Sub(now))
 				s.mu.Unlock()
 				return nil, &e
 			}
@@ -259,11 +343,14 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 
 		select {
 		case <-f.done:
-			if f.err == nil {
+			if f.st != nil {
+				if f.err != nil {
+					return nil, f.err
+				}
 				return f.st.tok, nil
 			}
-			if f.stale {
-				continue // the single refresh attempt failed and the token has expired: run the full exchange
+			if f.stale || f.err == nil {
+				continue // the refresh attempt failed and the token has expired: run the full exchange
 			}
 			return nil, f.err
 		case <-ctx.Done():
@@ -278,70 +365,82 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 // restart the schedule: it ends when it succeeds, fails, or spends its
 // budget.
 func (s *TokenSource) newFlight(stale bool) *flight {
-	f := &flight{done: make(chan struct{}), stale: stale}
+	f := &flight{done: make(chan struct{}), stale: stale, force: s.force}
 	s.flight = f
 	return f
 }
 
+// run carries out a flight and wakes its waiters, whatever happens: a
+// panic in a callback (WithTOTP, a Cache, a Ledger, a RoundTripper) is an
+// *Error for this flight, never a held lock or an unclosed wait (B24).
 func (s *TokenSource) run(f *flight) {
-	r := s.retry
-	if f.stale {
-		r.MaxRetries = 0 // the current token is still valid: no sleeping, try again later
-	}
-	res, err := s.withRetry(s.ctx, r, s.attempt)
-	now := s.clock.Now()
-
-	s.mu.Lock()
-	if err == nil {
-		f.st = res.state(now)
-		s.cur.Store(f.st)
-		s.failErr, s.failUntil = nil, time.Time{}
-	} else {
-		f.err = err
-		if !f.stale || !errors.Is(err, ErrUnavailable) || err.RetryAfter > 0 {
-			s.remember(err, now) // one failed refresh attempt is not a spent budget
+	var (
+		st    *state
+		err   *Error
+		until time.Time
+	)
+	defer func() {
+		if v := recover(); v != nil {
+			st, err, until = nil, s.panicError("the token exchange", v), time.Time{}
 		}
-		if cur := s.cur.Load(); f.stale && cur != nil && now.Before(cur.expires) {
-			// Keep serving the valid token; ask again in about 5 minutes
-			// (at most 15 attempts an hour), or when the server said.
-			next := now.Add(max(jitter(staleInterval, s.retry.Jitter), minStale))
-			if s.failUntil.After(next) {
-				next = s.failUntil
-			}
-			s.cur.Store(cur.askAt(next))
-		}
-	}
-	s.flight = nil
-	s.mu.Unlock()
-
-	if err == nil {
-		s.storeCache(f.st) // before waking the waiters: a CLI may exit right after
-	}
-	close(f.done)
+		s.finish(f, st, err, until)
+	}()
+	st, err, until = s.exchange(f)
 }
 
-// remember keeps a failed exchange's error for a cool-down, so that calls
-// in the meantime fail at once without a request: the Retry-After the
-// server asked for, else 30 s (up to 60 s with jitter). Failures that sent
-// nothing, or that the WithContext context caused, are not remembered.
-func (s *TokenSource) remember(err *Error, now time.Time) {
-	if err.Attempts == 0 || s.ctx.Err() != nil {
+// finish publishes a flight's result and wakes its waiters.
+func (s *TokenSource) finish(f *flight, st *state, err *Error, until time.Time) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer close(f.done)
+	defer s.mu.Unlock()
+	s.flight = nil
+	if st != nil {
+		f.st, f.err = st, err // err: a Cache that panicked on Store fails this call only
+		s.cur.Store(st)
+		s.failErr, s.failUntil, s.force = nil, time.Time{}, false
 		return
 	}
-	wait := err.RetryAfter
-	if wait <= 0 {
-		wait = coolDown + coolDown - jitter(coolDown, s.retry.Jitter)
-		err.RetryAfter = wait
+	if err == nil && !f.stale {
+		err = &Error{Message: "no token was obtained"} // never: an exchange without a token has an error
 	}
-	s.failErr, s.failUntil = err, now.Add(wait)
+	f.err = err
+	if cur := s.cur.Load(); f.stale && cur != nil && now.Before(cur.expires) {
+		// Keep serving the valid token; ask again when the ledger allows, and
+		// after a failed attempt not before about 5 minutes (at most 15
+		// attempts an hour; B7).
+		next := until
+		if err != nil && err.Attempts > 0 || next.IsZero() {
+			next = laterOf(next, now.Add(s.staleGap()))
+		}
+		s.cur.Store(cur.askAt(laterOf(next, now.Add(time.Second))))
+		return
+	}
+	if err != nil && until.After(now) && !f.stale { // a refresh's schedule is not a caller's: the ledger knows it
+		s.failErr, s.failUntil = err, until
+	}
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// staleGap is the wait between refresh attempts of a valid token: 5
+// minutes, 4 to 5 with jitter.
+func (s *TokenSource) staleGap() time.Duration {
+	return max(jitter(staleInterval, s.retry.Jitter), minStale)
 }
 
 // Invalidate tells the source that tok was rejected (the API answered 401):
 // if tok is the current token it is dropped, with any remembered failure and
-// its cache entry, and the next call exchanges the key again. Any other
+// its cache entry, and the next call exchanges the key again (even within
+// the minute that otherwise separates two exchanges of one key). Any other
 // token is ignored, so a late 401 for an old token cannot drop a new one.
 func (s *TokenSource) Invalidate(tok *oauth2.Token) {
-	if s == nil || tok == nil {
+	if s == nil || s.clock == nil || tok == nil {
 		return
 	}
 	s.mu.Lock()
@@ -351,7 +450,27 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 		return
 	}
 	s.cur.Store(nil)
-	s.failErr, s.failUntil = nil, time.Time{}
+	s.failErr, s.failUntil, s.force = nil, time.Time{}, true
 	s.mu.Unlock()
+
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	s.revoked = tok.AccessToken
 	s.deleteCache()
+}
+
+// panicError turns a recovered panic into an *Error; its text is
+// redacted, since a panic value may hold anything.
+func (s *TokenSource) panicError(what string, v any) *Error {
+	return &Error{Message: s.red.message(fmt.Sprintf("%s panicked: %v", what, v))}
+}
+
+// protect calls f, turning a panic into an *Error.
+func (s *TokenSource) protect(what string, f func() error) (panicked *Error, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = s.panicError(what, v)
+		}
+	}()
+	return nil, f()
 }

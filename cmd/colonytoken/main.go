@@ -129,7 +129,8 @@ func run(ctx context.Context, args []string, e env) int {
 		return exitCode(err)
 	}
 	if *asJSON {
-		out, _ := json.Marshal(map[string]any{"access_token": tok.AccessToken, "token_type": tok.Type(), "expiry": tok.Expiry})
+		exp, _ := tok.Extra("expires_at").(time.Time)
+		out, _ := json.Marshal(map[string]any{"access_token": tok.AccessToken, "token_type": tok.Type(), "expiry": exp, "refresh_at": tok.Expiry})
 		fmt.Fprintln(e.stdout, string(out))
 		return exitOK
 	}

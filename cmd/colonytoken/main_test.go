@@ -64,11 +64,14 @@ func TestJSONOutput(t *testing.T) {
 		AccessToken string    `json:"access_token"`
 		TokenType   string    `json:"token_type"`
 		Expiry      time.Time `json:"expiry"`
+		RefreshAt   time.Time `json:"refresh_at"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(stdout), &out))
 	assert.NotEmpty(t, out.AccessToken)
 	assert.Equal(t, "Bearer", out.TokenType)
-	assert.WithinDuration(t, time.Now().Add(12*time.Hour), out.Expiry, time.Minute)
+	assert.WithinDuration(t, time.Now().Add(24*time.Hour), out.Expiry, time.Minute, "the token's real expiry")
+	life := out.RefreshAt.Sub(time.Now())
+	assert.True(t, life >= 24*time.Hour*4/10-time.Minute && life <= 24*time.Hour*6/10, "refresh_at in 40–60 %% of the life: %v", life)
 }
 
 // Repeated runs use the file cache and do not call /auth/token again.

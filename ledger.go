@@ -1,0 +1,439 @@
+package colonyauth
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Ledger is an optional interface of a Cache. Sources whose caches share a
+// Ledger coordinate their use of /auth/token per base URL, as the agents of
+// one host (or of one cluster behind one IP address) must: /auth/token
+// allows 30 requests an hour per IP address, failed ones included.
+// Sharing sources
+//
+//   - count the answers that come from the Colony itself (2xx and 4xx) per
+//     rolling hour and stop at WithHostLimit (default 30), urgent needs
+//     first: a source without a token, or whose token has less than two
+//     hours left, may use every slot; an early refresh only the first two
+//     thirds;
+//   - hold together after a 429, until its Retry-After;
+//   - have one prober during an outage: one source at a time retries, the
+//     others send nothing (failing at once without a token, serving their
+//     valid token with one);
+//   - make one exchange per key between them, across processes.
+//
+// Update atomically replaces the small record name (a few hundred bytes)
+// with fn(old); old is nil when there is none. fn may be called more than
+// once (on contention, say); the result of its last call is stored. If fn
+// returns an error nothing is stored and Update returns it. Update must not
+// hold anything across a sleep or a network call of its caller: the source
+// calls it only around exchanges, never on the cached path.
+//
+// WithFileCache implements it across processes with a lock file, and
+// NewMemoryCache within one process. A Ledger that fails is not fatal: the
+// source logs it and acts alone until the Ledger works again.
+type Ledger interface {
+	Update(name string, fn func(old []byte) ([]byte, error)) error
+}
+
+// WithHostLimit sets how many answers from /auth/token (2xx and 4xx) the
+// sources sharing a Ledger allow themselves per rolling hour: the Colony's
+// limit per IP address, 30 by default. 0 means no limit; a negative n is a
+// configuration error. Without a Ledger it has no effect: a source alone
+// makes a few exchanges a day.
+func WithHostLimit(n int) Option {
+	return func(o *options) {
+		if n < 0 {
+			o.fail("invalid option: WithHostLimit(%d), want 0 (no limit) or more", n)
+			return
+		}
+		o.hostLimit = n
+	}
+}
+
+// DefaultHostLimit is the Colony's limit on /auth/token per IP address and
+// rolling hour, and WithHostLimit's default.
+const DefaultHostLimit = 30
+
+const (
+	slotLife      = time.Hour + time.Second // a counted answer's slot, with a second to spare for clock skew
+	upWindow      = time.Minute             // an answer this recent lets sources send side by side
+	leaseTime     = attemptTimeout + 5*time.Second
+	pollInterval  = 250 * time.Millisecond // while another source exchanges the same key or probes first
+	minExchange   = time.Minute            // B27: no token causes more than one exchange a minute
+	maxServerWait = 10 * time.Minute       // B27: the longest a 5xx Retry-After is obeyed
+	urgentLeft    = 2 * time.Hour          // B20: a refresh with more left is an early one
+	maxRateHold   = time.Hour              // B18: the longest a 429 without Retry-After holds
+)
+
+// probeGaps are the waits between single attempts once a budget is spent
+// (B18): 30 s, 60 s, then 120 s.
+var probeGaps = [...]time.Duration{30 * time.Second, 60 * time.Second, 120 * time.Second}
+
+// hostRecord is the shared state of one base URL's /auth/token. Times are
+// Unix milliseconds; zero means unset.
+type hostRecord struct {
+	Slots     []int64               `json:"slots,omitempty"`   // counted answers of the last hour, and reservations
+	OK        int64                 `json:"ok,omitempty"`      // the last answer from the Colony itself
+	Hold      int64                 `json:"hold,omitempty"`    // a 429: nothing is sent before this
+	Strikes   int                   `json:"strikes,omitempty"` // consecutive 429s
+	Down      int64                 `json:"down,omitempty"`    // failing (5xx, network) since
+	Tries     int                   `json:"tries,omitempty"`   // failed attempts in this outage
+	Last      int64                 `json:"last,omitempty"`    // the last failed attempt
+	NotBefore int64                 `json:"nb,omitempty"`      // a 5xx Retry-After, capped at 10 minutes
+	Prober    string                `json:"prober,omitempty"`  // who may send while not known to be up ...
+	Lease     int64                 `json:"lease,omitempty"`   // ... until
+	Fail      *failure              `json:"fail,omitempty"`    // the last failure, for the shared error
+	Keys      map[string]*keyRecord `json:"keys,omitempty"`
+}
+
+// keyRecord is the shared state of one key (by its cache key).
+type keyRecord struct {
+	Busy     string   `json:"busy,omitempty"`      // a source exchanging this key ...
+	BusyTill int64    `json:"busy_till,omitempty"` // ... until
+	Obtained int64    `json:"obtained,omitempty"`  // the last token
+	Until    int64    `json:"until,omitempty"`     // a remembered failure (B8) ...
+	Fail     *failure `json:"fail,omitempty"`      // ... and what it was
+}
+
+// failure is an *Error as a record keeps it.
+type failure struct {
+	Kind     string `json:"kind,omitempty"`
+	Status   int    `json:"status,omitempty"`
+	Code     string `json:"code,omitempty"`
+	Message  string `json:"msg,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+}
+
+var kinds = map[string]error{
+	"invalid_key": ErrInvalidKey, "2fa_required": ErrTwoFactorRequired, "2fa_invalid": ErrTwoFactorInvalid,
+	"rate_limited": ErrRateLimited, "unavailable": ErrUnavailable, "malformed": ErrMalformedResponse,
+}
+
+func failureOf(e *Error) *failure {
+	f := &failure{Status: e.StatusCode, Code: e.Code, Message: e.Message, Attempts: e.Attempts}
+	for name, k := range kinds {
+		if e.kind == k {
+			f.Kind = name
+		}
+	}
+	return f
+}
+
+func (f *failure) error(retryAfter time.Duration) *Error {
+	if f == nil {
+		f = &failure{}
+	}
+	return &Error{StatusCode: f.Status, Code: f.Code, Message: f.Message, Attempts: f.Attempts, RetryAfter: retryAfter, kind: kinds[f.Kind]}
+}
+
+// need is what a flight asks the ledger for.
+type need struct {
+	owner string
+	key   string // the cache key
+	stale bool   // the source has a valid token: never wait, ask again later
+	early bool   // ... with more than two hours left (B20)
+	force bool   // right after Invalidate: the one-a-minute rule does not apply
+	limit int    // WithHostLimit, 0 = none
+	retry RetryConfig
+}
+
+// Verdicts of the gate.
+const (
+	send   = iota // go ahead (a slot is reserved if counted)
+	wait          // another source is at it: wait v.wait, then ask again
+	reload        // another source got a token moments ago: read the cache
+	deny          // nothing may be sent before v.until; v.err says why
+)
+
+type verdict struct {
+	act   int
+	wait  time.Duration
+	until time.Time
+	err   *Error
+	slot  int64 // the reserved slot, 0 if none
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func at(m int64) time.Time { return time.UnixMilli(m) }
+
+// prune drops slots older than slotLife and key records that hold nothing
+// (so the record never grows past the keys exchanging right now).
+func (h *hostRecord) prune(now time.Time) {
+	h.Slots = slices.DeleteFunc(h.Slots, func(s int64) bool { return now.Sub(at(s)) >= slotLife })
+	for k, r := range h.Keys {
+		if r.BusyTill <= ms(now) && r.Until <= ms(now) && now.Sub(at(r.Obtained)) >= minExchange {
+			delete(h.Keys, k)
+		}
+	}
+	if h.Hold <= ms(now) {
+		h.Hold = 0
+	}
+	if h.Lease <= ms(now) {
+		h.Prober, h.Lease = "", 0
+	}
+}
+
+func (h *hostRecord) keyRec(key string) *keyRecord {
+	if h.Keys == nil {
+		h.Keys = map[string]*keyRecord{}
+	}
+	r := h.Keys[key]
+	if r == nil {
+		r = &keyRecord{}
+		h.Keys[key] = r
+	}
+	return r
+}
+
+// freeAt is when at most keep slots are still taken.
+func (h *hostRecord) freeAt(keep int) time.Time {
+	s := slices.Sorted(slices.Values(h.Slots))
+	return at(s[len(s)-keep-1]).Add(slotLife)
+}
+
+// next is when the next attempt may go during an outage: the B2 schedule
+// until a budget is spent, then B18's single attempts; a refresh of a valid
+// token every staleGap (B7); a 5xx Retry-After as the server said, capped.
+func (h *hostRecord) next(stale bool, r RetryConfig, staleGap time.Duration) time.Time {
+	last := at(h.Last)
+	var t time.Time
+	switch {
+	case stale:
+		t = last.Add(staleGap)
+	case h.Tries <= r.MaxRetries:
+		t = last.Add(r.Delay(h.Tries - 1))
+		if h.NotBefore != 0 {
+			return at(h.NotBefore) // a Retry-After replaces the computed delay (B4)
+		}
+	default:
+		t = last.Add(probeGaps[min(h.Tries-r.MaxRetries-1, len(probeGaps)-1)])
+	}
+	if h.NotBefore != 0 && at(h.NotBefore).After(t) {
+		t = at(h.NotBefore)
+	}
+	return t
+}
+
+// gate decides whether a flight may send an attempt now, and reserves what
+// it needs: a slot of the hour's budget, the key, the probe lease.
+func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict {
+	h.prune(now)
+	k := h.keyRec(n.key)
+	denyUntil := func(until time.Time, err *Error) verdict {
+		if err != nil {
+			err.RetryAfter = roundUp(until.Sub(now))
+		}
+		return verdict{act: deny, until: until, err: err}
+	}
+	if k.Until > ms(now) && !n.force {
+		return denyUntil(at(k.Until), k.Fail.error(0))
+	}
+	if h.Hold > ms(now) {
+		e := h.Fail.error(0)
+		e.kind = ErrRateLimited
+		if e.StatusCode != 429 {
+			e.StatusCode, e.Code, e.Message = 429, "", "a 429 seen by a source sharing this cache holds them all"
+		}
+		return denyUntil(at(h.Hold), e)
+	}
+	if k.Busy != "" && k.Busy != n.owner && k.BusyTill > ms(now) {
+		if n.stale {
+			return denyUntil(at(k.BusyTill), nil)
+		}
+		return verdict{act: wait, wait: pollInterval}
+	}
+	if got := at(k.Obtained); k.Obtained != 0 && now.Sub(got) < minExchange && !n.force {
+		return verdict{act: reload, until: got.Add(minExchange)}
+	}
+	knownUp := h.Down == 0 && h.OK != 0 && now.Sub(at(h.OK)) < upWindow
+	mine := h.Prober == n.owner
+	if !knownUp && !mine {
+		if h.Prober != "" { // another source probes
+			switch {
+			case n.stale:
+				return denyUntil(at(h.Lease), nil)
+			case h.Down == 0:
+				return verdict{act: wait, wait: pollInterval}
+			}
+			return denyUntil(h.next(false, n.retry, staleGap), h.sharedError(true))
+		}
+		if h.Down != 0 {
+			if next := h.next(n.stale, n.retry, staleGap); now.Before(next) {
+				switch {
+				case n.stale:
+					return denyUntil(next, nil)
+				case h.Tries <= n.retry.MaxRetries: // the budget is not spent: take it over
+					h.Prober, h.Lease = n.owner, ms(next.Add(leaseTime))
+					return verdict{act: wait, wait: next.Sub(now)}
+				}
+				return denyUntil(next, h.sharedError(false))
+			}
+		}
+	}
+	if n.limit > 0 {
+		used := len(h.Slots)
+		if used >= n.limit {
+			e := &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited}
+			return denyUntil(h.freeAt(n.limit-1), e)
+		}
+		if keep := (2*n.limit+2)/3 - 1; n.early && used > keep { // two thirds of the slots: 19 kept means the 20th is taken
+			return denyUntil(h.freeAt(keep), nil)
+		}
+	}
+	v := verdict{act: send}
+	if n.limit > 0 {
+		v.slot = ms(now)
+		for slices.Contains(h.Slots, v.slot) { // one slot, one value
+			v.slot++
+		}
+		h.Slots = append(h.Slots, v.slot)
+	}
+	if !knownUp {
+		h.Prober, h.Lease = n.owner, ms(now.Add(leaseTime))
+	}
+	k.Busy, k.BusyTill = n.owner, ms(now.Add(leaseTime))
+	return v
+}
+
+// sharedError is what a source that may not send returns during an
+// outage: the last answer, and that nothing was sent.
+func (h *hostRecord) sharedError(otherProbes bool) *Error {
+	e := h.Fail.error(0)
+	e.kind, e.Attempts = ErrUnavailable, 0
+	e.Message = "/auth/token is failing; nothing was sent before the next attempt is due"
+	if otherProbes {
+		e.Message = "/auth/token is failing and another source sharing this cache probes it; nothing was sent"
+	}
+	if h.Fail != nil && h.Fail.Message != "" {
+		e.Message += " (last answer: " + h.Fail.Message + ")"
+	}
+	return e
+}
+
+// outcome is what a flight tells the ledger after an attempt.
+type outcome struct {
+	err        *Error        // nil: a token
+	released   bool          // nothing was sent (or it was cancelled): only give back what the gate reserved
+	counted    bool          // an answer from the Colony itself (2xx, 3xx, 4xx)
+	retried    bool          // a retried status or a transient network error
+	retryAfter time.Duration // the server's Retry-After, 0 if none
+}
+
+// record updates the record with an attempt's outcome. It returns, for a
+// retried failure, whether this flight goes on probing (its budget is not
+// spent) and when its next attempt may go. It sets o.err.RetryAfter to the
+// cool-down of a remembered failure.
+func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleGap time.Duration) (goOn bool, next time.Time) {
+	h.prune(now)
+	if i := slices.Index(h.Slots, slot); slot != 0 && i >= 0 {
+		h.Slots = slices.Delete(h.Slots, i, i+1)
+	}
+	k := h.keyRec(n.key)
+	if k.Busy == n.owner {
+		k.Busy, k.BusyTill = "", 0
+	}
+	if h.Prober == n.owner {
+		h.Prober, h.Lease = "", 0
+	}
+	if o.released {
+		return false, time.Time{}
+	}
+	if o.counted {
+		if n.limit > 0 {
+			h.Slots = append(h.Slots, ms(now))
+		}
+		h.OK, h.Down, h.Tries, h.Last, h.NotBefore = ms(now), 0, 0, 0, 0
+		if !errorIs(o.err, ErrRateLimited) {
+			h.Strikes, h.Hold = 0, 0
+		}
+	}
+	switch {
+	case o.err == nil:
+		k.Obtained, k.Until, k.Fail = ms(now), 0, nil
+	case errorIs(o.err, ErrRateLimited): // B18: held for all, 60 s doubling to 1 h without Retry-After
+		h.Strikes++
+		hold := o.retryAfter
+		if hold <= 0 {
+			hold = min(time.Minute<<min(h.Strikes-1, 10), maxRateHold)
+		}
+		o.err.RetryAfter = hold
+		h.Hold, h.Fail = ms(now.Add(hold)), failureOf(o.err)
+	case o.retried: // an outage: B2's schedule, then B18's single attempts
+		if h.Down == 0 {
+			h.Down = ms(now)
+		}
+		h.Tries++
+		h.Last, h.Fail, h.NotBefore = ms(now), failureOf(o.err), 0
+		switch {
+		case o.retryAfter > n.retry.maxDelay():
+			h.NotBefore = ms(now.Add(min(o.retryAfter, maxServerWait))) // B4, capped by B27
+			h.Tries = max(h.Tries, n.retry.MaxRetries+1)
+		case o.retryAfter > 0:
+			h.NotBefore = ms(now.Add(o.retryAfter))
+		}
+		next = h.next(n.stale, n.retry, staleGap)
+		if goOn = !n.stale && h.Tries <= n.retry.MaxRetries; goOn {
+			h.Prober, h.Lease = n.owner, ms(next.Add(leaseTime))
+		}
+	default: // a bad key, a 2FA failure, any other answer: remembered for the key (B8)
+		wait := coolDown + coolDown - jitter(coolDown, n.retry.Jitter)
+		k.Until, k.Fail = ms(now.Add(wait)), failureOf(o.err)
+		o.err.RetryAfter = wait
+	}
+	return goOn, next
+}
+
+func errorIs(e *Error, kind error) bool { return e != nil && e.kind == kind }
+
+// roundUp rounds a wait up to a whole millisecond, the records' unit.
+func roundUp(d time.Duration) time.Duration {
+	return max(0, (d+time.Millisecond-1)/time.Millisecond*time.Millisecond)
+}
+
+// ledgerName is the record of a base URL.
+func ledgerName(baseURL string) string {
+	sum := sha256.Sum256([]byte("colonyauth-host\x00" + baseURL))
+	return "host-" + hex.EncodeToString(sum[:12])
+}
+
+// updateRecord runs fn on the decoded record of name in l. A record that
+// cannot be decoded is treated as empty, and logged.
+func updateRecord(l Ledger, name string, log *slog.Logger, fn func(h *hostRecord)) error {
+	return l.Update(name, func(old []byte) ([]byte, error) {
+		var h hostRecord
+		if len(old) > 0 && json.Unmarshal(old, &h) != nil {
+			log.Debug("colonyauth: corrupt ledger record, treated as empty", "record", name)
+			h = hostRecord{}
+		}
+		fn(&h)
+		return json.Marshal(&h)
+	})
+}
+
+// memoryLedger is a Ledger in memory: what NewMemoryCache shares, and what
+// a source without a shared Ledger keeps for itself.
+type memoryLedger struct {
+	mu      sync.Mutex
+	records map[string][]byte
+}
+
+func (m *memoryLedger) Update(name string, fn func(old []byte) ([]byte, error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	data, err := fn(m.records[name])
+	if err != nil {
+		return err
+	}
+	if m.records == nil {
+		m.records = map[string][]byte{}
+	}
+	m.records[name] = data
+	return nil
+}
