@@ -70,7 +70,7 @@ func TestJSONOutput(t *testing.T) {
 	assert.NotEmpty(t, out.AccessToken)
 	assert.Equal(t, "Bearer", out.TokenType)
 	assert.WithinDuration(t, time.Now().Add(24*time.Hour), out.Expiry, time.Minute, "the token's real expiry")
-	life := out.RefreshAt.Sub(time.Now())
+	life := time.Until(out.RefreshAt)
 	assert.True(t, life >= 24*time.Hour*4/10-time.Minute && life <= 24*time.Hour*6/10, "refresh_at in 40–60 %% of the life: %v", life)
 }
 
