@@ -237,7 +237,7 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 	}
 	if h.Hold > ms(now) {
 		e := h.Fail.error(0)
-		e.kind = ErrRateLimited
+		e.kind, e.Attempts = ErrRateLimited, 0
 		if e.StatusCode != 429 {
 			e.StatusCode, e.Code, e.Message = 429, "", "a 429 seen by a source sharing this cache holds them all"
 		}
@@ -252,6 +252,16 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 	if got := at(k.Obtained); k.Obtained != 0 && now.Sub(got) < minExchange && !n.force {
 		return verdict{act: reload, until: got.Add(minExchange)}
 	}
+	if n.limit > 0 {
+		used := len(h.Slots)
+		if used >= n.limit {
+			e := &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited}
+			return denyUntil(h.freeAt(n.limit-1), e)
+		}
+		if keep := (2*n.limit+2)/3 - 1; n.early && used > keep { // two thirds of the slots: 19 kept means the 20th is taken
+			return denyUntil(h.freeAt(keep), nil)
+		}
+	}
 	knownUp := h.Down == 0 && h.OK != 0 && now.Sub(at(h.OK)) < upWindow
 	mine := h.Prober == n.owner
 	if !knownUp && !mine {
@@ -262,7 +272,7 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 			case h.Down == 0:
 				return verdict{act: wait, wait: pollInterval}
 			}
-			return denyUntil(h.next(false, n.retry, staleGap), h.sharedError(true))
+			return denyUntil(laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), h.sharedError(true))
 		}
 		if h.Down != 0 {
 			if next := h.next(n.stale, n.retry, staleGap); now.Before(next) {
@@ -275,16 +285,6 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 				}
 				return denyUntil(next, h.sharedError(false))
 			}
-		}
-	}
-	if n.limit > 0 {
-		used := len(h.Slots)
-		if used >= n.limit {
-			e := &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited}
-			return denyUntil(h.freeAt(n.limit-1), e)
-		}
-		if keep := (2*n.limit+2)/3 - 1; n.early && used > keep { // two thirds of the slots: 19 kept means the 20th is taken
-			return denyUntil(h.freeAt(keep), nil)
 		}
 	}
 	v := verdict{act: send}

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -58,6 +59,10 @@ type Server struct {
 	issued    int
 	requests  []Request
 	exchanges int
+	limit     int                    // answers per client address and rolling hour; 0 = none
+	answered  map[string][]time.Time // per client address: the answers counted by limit
+	totpUsed  map[string]int64       // code → the 30 s window it was accepted in
+	keys      map[string]bool        // accepted besides APIKey (NewKey)
 }
 
 // outcome is a scripted failure of /auth/token.
@@ -76,6 +81,8 @@ type Request struct {
 	KeyOK  bool        // /auth/token: the api_key field was the server's key
 	Status int         // the status the server answered
 	Time   time.Time   // on the server's clock
+
+	limited bool // answered 429 by WithRateLimit
 }
 
 // Option configures a Server.
@@ -90,6 +97,15 @@ func WithLifetime(d time.Duration) Option { return func(s *Server) { s.lifetime 
 
 // WithAPIKey sets the key the server accepts instead of a random one.
 func WithAPIKey(key string) Option { return func(s *Server) { s.APIKey = key } }
+
+// WithRateLimit limits /auth/token as the Colony does: n answers per client
+// address (the request's RemoteAddr host; every in-memory request is one
+// address) and rolling hour. Every answer the server gives itself counts,
+// 429s included, so each attempt after a 429 extends the penalty; the
+// scripted failures of FailNext and Down stand for a proxy in front of a
+// server that is down and are not counted. Past the limit it answers 429
+// with a Retry-After (whole seconds) of the wait until a slot frees.
+func WithRateLimit(n int) Option { return func(s *Server) { s.limit = n } }
 
 // NewServer starts a fake Colony on a loopback port. Close it when done.
 func NewServer(opts ...Option) *Server {
@@ -152,6 +168,19 @@ func (s *Server) Transport() http.RoundTripper {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// NewKey returns a new key that the server accepts too, for tests with
+// many agents, each with its own key.
+func (s *Server) NewKey() string {
+	key := "col_" + randomText(32)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = map[string]bool{}
+	}
+	s.keys[key] = true
+	return key
+}
 
 // FailNext makes the next n exchanges answer status, with a Retry-After
 // header of retryAfter if it is not 0.
@@ -263,7 +292,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, rec *Request) {
 	slices.Sort(rec.Fields)
 	key, _ := body["api_key"].(string)
 	code, _ := body["totp_code"].(string)
-	rec.KeyOK = key != "" && hmac.Equal([]byte(key), []byte(s.APIKey))
+	s.mu.Lock()
+	rec.KeyOK = key != "" && (hmac.Equal([]byte(key), []byte(s.APIKey)) || s.keys[key])
+	s.mu.Unlock()
 
 	s.mu.Lock()
 	s.exchanges++
@@ -276,6 +307,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, rec *Request) {
 		s.fail = s.fail[1:]
 	}
 	totp := s.totp
+	var wait time.Duration
+	if out == nil {
+		wait = s.count(clientAddr(r))
+		rec.limited = wait > 0
+	}
 	s.mu.Unlock()
 
 	switch {
@@ -288,13 +324,16 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, rec *Request) {
 			return
 		}
 		writeDetail(w, out.status, "", http.StatusText(out.status))
+	case wait > 0:
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+		writeDetail(w, http.StatusTooManyRequests, "RATE_LIMITED", "Too many authentication attempts from this address")
 	case err != nil:
 		writeDetail(w, http.StatusUnprocessableEntity, "", "body must be a JSON object")
 	case !rec.KeyOK:
 		writeDetail(w, http.StatusUnauthorized, "AUTH_INVALID_KEY", "Invalid API key")
 	case totp != "" && code == "":
 		writeDetail(w, http.StatusUnauthorized, "AUTH_2FA_REQUIRED", "Two-factor code required")
-	case totp != "" && !hmac.Equal([]byte(code), []byte(totp)):
+	case totp != "" && (!hmac.Equal([]byte(code), []byte(totp)) || !s.useTOTP(code)):
 		writeDetail(w, http.StatusUnauthorized, "AUTH_2FA_INVALID", "Invalid two-factor code")
 	default:
 		s.mu.Lock()
@@ -308,6 +347,64 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, rec *Request) {
 			"expires_in":   int64(life / time.Second),
 		})
 	}
+}
+
+// count counts an answer for addr against the rate limit; it returns how
+// long until a slot frees if the limit is passed (0: within it). s.mu is
+// held.
+func (s *Server) count(addr string) time.Duration {
+	if s.limit <= 0 {
+		return 0
+	}
+	now := s.clock.Now()
+	if s.answered == nil {
+		s.answered = map[string][]time.Time{}
+	}
+	seen := slices.DeleteFunc(s.answered[addr], func(t time.Time) bool { return now.Sub(t) >= time.Hour })
+	seen = append(seen, now)
+	s.answered[addr] = seen
+	if len(seen) <= s.limit {
+		return 0
+	}
+	return seen[len(seen)-s.limit].Add(time.Hour).Sub(now)
+}
+
+// useTOTP accepts a code once per 30 s window, as the real server does.
+func (s *Server) useTOTP(code string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	window := s.clock.Now().Unix() / 30
+	if w, ok := s.totpUsed[code]; ok && w == window {
+		return false
+	}
+	if s.totpUsed == nil {
+		s.totpUsed = map[string]int64{}
+	}
+	s.totpUsed[code] = window
+	return true
+}
+
+// clientAddr is the host of r's RemoteAddr: the address the limit counts.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// RateLimited returns how many 429s the rate limit of WithRateLimit has
+// answered.
+func (s *Server) RateLimited() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.requests {
+		if r.Status == http.StatusTooManyRequests && r.Path == "/auth/token" && r.limited {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {

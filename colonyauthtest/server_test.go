@@ -144,3 +144,55 @@ func TestServerLatency(t *testing.T) {
 		assert.Zero(t, time.Since(start), "the API itself is not slowed")
 	})
 }
+
+// WithRateLimit: n answers per address and rolling hour, 429s included;
+// scripted outages are not counted; Retry-After is the wait for a slot.
+func TestServerRateLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := NewUnstarted(WithRateLimit(3))
+		c := srv.Client()
+		srv.FailNext(5, http.StatusBadGateway, 0)
+		for range 5 {
+			resp, _ := post(t, c, srv.URL, `{"api_key":"`+srv.APIKey+`"}`)
+			assert.Equal(t, 502, resp.StatusCode, "a proxy's answer, not counted")
+		}
+		start := time.Now()
+		for i := range 3 {
+			resp, _ := post(t, c, srv.URL, `{"api_key":"col_wrong"}`)
+			assert.Equal(t, 401, resp.StatusCode, "answer %d: failed authentications count too", i)
+			time.Sleep(10 * time.Minute)
+		}
+		resp, out := post(t, c, srv.URL, `{"api_key":"`+srv.APIKey+`"}`)
+		require.Equal(t, 429, resp.StatusCode)
+		assert.Equal(t, "RATE_LIMITED", out["detail"].(map[string]any)["code"])
+		assert.Equal(t, "2400", resp.Header.Get("Retry-After"), "the 429 counts too: until two answers are an hour old")
+		assert.Equal(t, 1, srv.RateLimited())
+
+		time.Sleep(time.Until(start.Add(time.Hour)))
+		resp, _ = post(t, c, srv.URL, `{"api_key":"`+srv.APIKey+`"}`)
+		assert.Equal(t, 429, resp.StatusCode, "the 429 counted: the penalty is extended")
+		time.Sleep(time.Hour)
+		resp, _ = post(t, c, srv.URL, `{"api_key":"`+srv.NewKey()+`"}`)
+		assert.Equal(t, 200, resp.StatusCode, "a key from NewKey is accepted")
+		assert.Equal(t, 2, srv.RateLimited())
+	})
+}
+
+// RequireTOTP: a code is accepted once per 30 s window, as on the Colony.
+func TestServerTOTPOncePerWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := NewUnstarted()
+		srv.RequireTOTP("123456")
+		c := srv.Client()
+		body := `{"api_key":"` + srv.APIKey + `","totp_code":"123456"}`
+		time.Sleep(time.Duration(30-time.Now().Unix()%30) * time.Second) // the start of a window
+		resp, _ := post(t, c, srv.URL, body)
+		assert.Equal(t, 200, resp.StatusCode)
+		resp, out := post(t, c, srv.URL, body)
+		assert.Equal(t, 401, resp.StatusCode, "replayed in the same window")
+		assert.Equal(t, "AUTH_2FA_INVALID", out["detail"].(map[string]any)["code"])
+		time.Sleep(30 * time.Second)
+		resp, _ = post(t, c, srv.URL, body)
+		assert.Equal(t, 200, resp.StatusCode, "the next window")
+	})
+}
