@@ -14,6 +14,7 @@ import (
 	"github.com/benbjohnson/clock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 )
 
 // fuzzNow is the fixed "now" of the fuzz targets.
@@ -194,3 +195,37 @@ func (b *limitedZeros) Read(p []byte) (int, error) {
 }
 
 func (b *limitedZeros) Close() error { return nil }
+
+// entryCache is a Cache whose only entry is the file content data.
+type entryCache struct{ data []byte }
+
+func (c entryCache) Load(string) (*oauth2.Token, error) { return parseCacheEntry(c.data) }
+func (entryCache) Store(string, *oauth2.Token) error    { return nil }
+func (entryCache) Delete(string) error                  { return nil }
+
+// FuzzCacheEntry: any cache file gives either no token or one that passes
+// every check an exchanged token gets: header-safe characters, an expiry
+// after now and at most 366 days away, a refresh time no later than it.
+// Never a panic.
+func FuzzCacheEntry(f *testing.F) {
+	f.Add([]byte(`{"access_token":"` + fakeJWT(`{"exp":1779454800}`) + `","expiry":"2026-05-22T12:00:00Z"}`))
+	f.Add([]byte(`{"access_token":"opaque","expiry":"2090-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"access_token":"bad\r\nX: 1","expiry":"2026-05-22T12:00:00Z"}`))
+	f.Add([]byte(`{"access_token":"` + fakeJWT(`{"exp":1900000000}`) + `","expiry":"2026-05-21T13:00:00Z"}`))
+	f.Add([]byte(`{"access_token":"x","expiry":"0001-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"access_token":["x"]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := New(testKey, WithClock(fixedClock{}), WithCache(entryCache{data}))
+		st, panicked := s.cachedState()
+		require.Nil(t, panicked)
+		if st == nil {
+			return
+		}
+		require.Empty(t, checkAccessToken(st.tok.AccessToken))
+		require.True(t, st.exp.After(fuzzNow))
+		require.LessOrEqual(t, st.exp.Sub(fuzzNow), maxLifetime)
+		require.False(t, st.tok.Expiry.After(st.exp))
+		require.True(t, st.expires.After(fuzzNow))
+	})
+}

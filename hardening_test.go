@@ -1,7 +1,9 @@
 package colonyauth
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +11,11 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,6 +24,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
+
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
 )
 
 // Tests of B24–B30 and §1: what an adversarial review found.
@@ -261,4 +269,379 @@ func TestNewClientNeverResendsRejectedToken(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, 401, resp.StatusCode)
 	assert.Equal(t, []string{"Bearer same"}, auth, "the server gave the same token again: not resent")
+}
+
+// panicky is a Cache and Ledger whose methods panic while panics is set.
+type panicky struct {
+	Cache
+	load, store, del, update atomic.Bool
+}
+
+func (p *panicky) Load(k string) (*oauth2.Token, error) {
+	if p.load.Load() {
+		panic("Load exploded")
+	}
+	return p.Cache.Load(k)
+}
+
+func (p *panicky) Store(k string, tok *oauth2.Token) error {
+	if p.store.Load() {
+		panic("Store exploded")
+	}
+	return p.Cache.Store(k, tok)
+}
+
+func (p *panicky) Delete(k string) error {
+	if p.del.Load() {
+		panic("Delete exploded")
+	}
+	return p.Cache.Delete(k)
+}
+
+func (p *panicky) Update(name string, fn func([]byte) ([]byte, error)) error {
+	if p.update.Load() {
+		panic("Update exploded with " + testKey)
+	}
+	return p.Cache.(Ledger).Update(name, fn)
+}
+
+// B24: a WithTOTP function, Cache or Ledger that panics is an *Error for
+// that call, and the source keeps working: no held lock, no unclosed wait.
+func TestPanicsNeverWedge(t *testing.T) {
+	for _, which := range []string{"totp", "load", "store", "update", "delete", "transport"} {
+		t.Run(which, func(t *testing.T) {
+			bubble(t, func(t *testing.T) {
+				c := &panicky{Cache: NewMemoryCache()}
+				var totpPanics, rtPanics atomic.Bool
+				srv := colonyauthtest.NewUnstarted()
+				hc := &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+					if rtPanics.Load() {
+						panic("RoundTrip exploded")
+					}
+					return srv.Transport().RoundTrip(r)
+				})}
+				s := New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(hc), WithCache(c),
+					WithTOTP(func() (string, error) {
+						if totpPanics.Load() {
+							panic("TOTP exploded")
+						}
+						return "123456", nil
+					}))
+				switch which {
+				case "totp":
+					totpPanics.Store(true)
+				case "load":
+					c.load.Store(true)
+				case "store":
+					c.store.Store(true)
+				case "update":
+					c.update.Store(true)
+				case "transport":
+					rtPanics.Store(true)
+				case "delete":
+					c.del.Store(true)
+					s.Invalidate(mustToken(t, s)) // must neither panic nor wedge
+					mustToken(t, s)
+					return
+				}
+				ctx, cancel := context.WithTimeout(background, time.Second)
+				defer cancel()
+				_, err := s.TokenContext(ctx)
+				require.Error(t, err)
+				e := asError(t, err)
+				assert.Contains(t, e.Error(), "panicked")
+				assert.NotContains(t, e.Error(), testKey)
+				assert.NotErrorIs(t, err, context.DeadlineExceeded, "an error, not a hang")
+
+				totpPanics.Store(false)
+				rtPanics.Store(false)
+				c.load.Store(false)
+				c.store.Store(false)
+				c.update.Store(false)
+				_, err = s.TokenContext(ctx)
+				require.NoError(t, err, "the source works again")
+			})
+		})
+	}
+}
+
+// B24: a zero TokenSource and a nil context are errors, not panics.
+func TestMisuseIsAnError(t *testing.T) {
+	var zero TokenSource
+	assert.NotPanics(t, func() {
+		_, err := zero.Token()
+		asError(t, err)
+		_, err = zero.TokenContext(background)
+		asError(t, err)
+		zero.Invalidate(&oauth2.Token{AccessToken: "x"})
+		_ = zero.String()
+		assert.Error(t, zero.Check())
+	})
+	hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, `{"access_token":"t"}`) })
+	s := New(testKey, WithHTTPClient(hc))
+	assert.NotPanics(t, func() {
+		//lint:ignore SA1012 a nil context is the misuse under test
+		_, err := s.TokenContext(nil) //nolint:staticcheck
+		asError(t, err)
+	})
+	assert.NoError(t, s.Check())
+	assert.ErrorIs(t, New("").Check(), ErrInvalidKey)
+}
+
+// writeEntry puts a token entry into a cache directory, as an attacker or
+// a corrupted disk might.
+func writeEntry(t *testing.T, dir, key, access string, expiry time.Time) string {
+	t.Helper()
+	path := filepath.Join(dir, cacheKey(DefaultBaseURL, key)+".json")
+	data, _ := json.Marshal(cacheEntry{AccessToken: access, Expiry: expiry})
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	return path
+}
+
+// B25: the file cache trusts neither its directory nor its entries.
+func TestFileCacheTrust(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		exchanged := fakeJWT(fmt.Sprintf(`{"exp":%d}`, time.Now().Add(24*time.Hour).Unix()))
+		hc := handlerClient(func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 200, `{"access_token":"`+exchanged+`"}`)
+		})
+		source := func(dir string, logs *logBuffer) *TokenSource {
+			return New(testKey, WithHTTPClient(hc), WithFileCache(dir), WithLogger(logs.logger()))
+		}
+		valid := fakeJWT(fmt.Sprintf(`{"exp":%d,"sub":"attacker"}`, time.Now().Add(24*time.Hour).Unix()))
+
+		// A world-writable directory: another user could plant a token.
+		open := filepath.Join(t.TempDir(), "open")
+		require.NoError(t, os.Mkdir(open, 0o700))
+		require.NoError(t, os.Chmod(open, 0o777))
+		writeEntry(t, open, testKey, valid, time.Now().Add(24*time.Hour))
+		var logs logBuffer
+		assert.Equal(t, exchanged, mustToken(t, source(open, &logs)).AccessToken, "the planted token is not served")
+		assert.Contains(t, logs.String(), "world-writable")
+		assert.Contains(t, logs.String(), "level=DEBUG")
+
+		cases := map[string]func(dir string){
+			"symlink to /dev/zero": func(dir string) {
+				require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, cacheKey(DefaultBaseURL, testKey)+".json")))
+			},
+			"200 MiB entry": func(dir string) {
+				path := writeEntry(t, dir, testKey, valid, time.Now().Add(time.Hour))
+				require.NoError(t, os.Truncate(path, 200<<20)) // sparse: costs no disk
+			},
+			"JWT exp 400 days out": func(dir string) {
+				writeEntry(t, dir, testKey, fakeJWT(fmt.Sprintf(`{"exp":%d}`, time.Now().Add(400*24*time.Hour).Unix())), time.Now().Add(time.Hour))
+			},
+			"opaque token expiring in 2090": func(dir string) {
+				writeEntry(t, dir, testKey, "opaque-planted", time.Date(2090, 1, 1, 0, 0, 0, 0, time.UTC))
+			},
+			"token with CR LF": func(dir string) {
+				writeEntry(t, dir, testKey, "bad\r\nX-Injected: 1", time.Now().Add(time.Hour))
+			},
+		}
+		for name, plant := range cases {
+			dir := t.TempDir()
+			plant(dir)
+			var logs logBuffer
+			assert.Equal(t, exchanged, mustToken(t, source(dir, &logs)).AccessToken, name)
+		}
+	})
+}
+
+// B25: a FIFO entry is not opened (opening it would block until a writer
+// comes). Outside a bubble, with a watchdog: a blocked open would stop a
+// bubble's fake time and hang the test instead of failing it.
+func TestFileCacheFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, cacheKey(DefaultBaseURL, testKey)+".json")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, `{"access_token":"exchanged"}`) })
+	done := make(chan error, 1)
+	go func() {
+		_, err := New(testKey, WithHTTPClient(hc), WithFileCache(dir)).Token()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second): // a watchdog, not a measurement
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil { // release the reader
+			f.Close()
+		}
+		t.Fatal("Token blocked on a FIFO in the cache directory")
+	}
+}
+
+// B25: an Invalidate never leaves the invalidated token cached, even when a
+// Store of that token comes after it.
+func TestInvalidateBeatsLateStore(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		dir := t.TempDir()
+		srv, s := newFake(t, WithFileCache(dir))
+		tok := mustToken(t, s)
+		st := s.cur.Load()
+		s.Invalidate(tok)
+		s.storeCache(st) // as a flight that finished late would
+		assert.Empty(t, tokenFiles(t, dir))
+		assert.NotEqual(t, tok.AccessToken, mustToken(t, s).AccessToken)
+		assert.Equal(t, 2, srv.Exchanges())
+	})
+}
+
+// B25 (and a mutation left unnoticed before): an opaque token is cached
+// with its real expiry, not its refresh point.
+func TestOpaqueTokenCachedWithRealExpiry(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		dir := t.TempDir()
+		hc := handlerClient(func(w http.ResponseWriter, r *http.Request) {
+			answer(w, 200, `{"access_token":"opaque-1","expires_in":3600}`)
+		})
+		mustToken(t, New(testKey, WithHTTPClient(hc), WithFileCache(dir)))
+		files := tokenFiles(t, dir)
+		require.Len(t, files, 1)
+		data, err := os.ReadFile(files[0])
+		require.NoError(t, err)
+		tok, err := parseCacheEntry(data)
+		require.NoError(t, err)
+		assert.True(t, tok.Expiry.Equal(time.Now().Add(time.Hour)), "expiry %v", tok.Expiry)
+	})
+}
+
+// B27: a JWT that expires in 1 s is exchanged once a minute, not nine times
+// a second, except right after Invalidate.
+func TestShortTokenOnceAMinute(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		var n atomic.Int32
+		hc := handlerClient(func(w http.ResponseWriter, r *http.Request) {
+			n.Add(1)
+			answer(w, 200, `{"access_token":"`+fakeJWT(fmt.Sprintf(`{"exp":%d,"n":%d}`, time.Now().Add(time.Second).Unix(), n.Load()))+`"}`)
+		})
+		s := New(testKey, WithHTTPClient(hc))
+		start := time.Now()
+		for time.Since(start) < 10*time.Minute {
+			s.Token()
+			time.Sleep(100 * time.Millisecond)
+		}
+		assert.LessOrEqual(t, n.Load(), int32(11), "about one a minute")
+		assert.GreaterOrEqual(t, n.Load(), int32(9))
+		before := n.Load()
+		s.Invalidate(mustToken(t, s))
+		mustToken(t, s)
+		assert.Equal(t, before+1, n.Load(), "Invalidate exchanges at once")
+	})
+}
+
+// maintenance is a /auth/token that answers 503 with Retry-After: 999999
+// while down, and records when it was asked.
+type maintenance struct {
+	mu         sync.Mutex
+	down       bool
+	times      []time.Time
+	retryAfter string // "" = the default, 999999
+}
+
+func (m *maintenance) client() *http.Client {
+	return handlerClient(func(w http.ResponseWriter, r *http.Request) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.times = append(m.times, time.Now())
+		if m.down {
+			w.Header().Set("Retry-After", cmp.Or(m.retryAfter, "999999"))
+			answer(w, 503, `{"detail":"maintenance"}`)
+			return
+		}
+		answer(w, 200, `{"access_token":"`+fakeJWT(fmt.Sprintf(`{"exp":%d,"n":%d}`, time.Now().Add(24*time.Hour).Unix(), len(m.times)))+`"}`)
+	})
+}
+
+func (m *maintenance) set(down bool) { m.mu.Lock(); m.down = down; m.mu.Unlock() }
+
+func (m *maintenance) requests() []time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.times)
+}
+
+// B27: a 503 asking for 999999 s is obeyed for at most 10 minutes, by a
+// starting agent and by a running one, whose refresh attempts stay at most
+// 10 minutes apart.
+func TestLongRetryAfterCapped(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		m := &maintenance{down: true}
+		starting := New(testKey, WithHTTPClient(m.client()))
+		_, err := starting.Token()
+		require.ErrorIs(t, err, ErrUnavailable)
+		assert.Equal(t, 10*time.Minute, asError(t, err).RetryAfter, "capped at 10 minutes")
+		time.Sleep(9 * time.Minute)
+		_, err = starting.Token()
+		require.ErrorIs(t, err, ErrUnavailable)
+		assert.Len(t, m.requests(), 1)
+		time.Sleep(time.Minute)
+		m.set(false)
+		mustToken(t, starting)
+
+		r := &maintenance{}
+		running := New(testKey, WithHTTPClient(r.client()))
+		tok := mustToken(t, running)
+		time.Sleep(time.Until(tok.Expiry))
+		r.set(true)
+		start := time.Now()
+		for time.Since(start) < 3*time.Hour {
+			assert.Equal(t, tok.AccessToken, mustToken(t, running).AccessToken)
+			time.Sleep(10 * time.Second)
+		}
+		times := r.requests()[1:]
+		require.Greater(t, len(times), 10)
+		for i := 1; i < len(times); i++ {
+			assert.LessOrEqual(t, times[i].Sub(times[i-1]), 10*time.Minute+10*time.Second, "attempt %d", i)
+		}
+	})
+}
+
+// Mutations left unnoticed before: with Jitter set, refreshes of a valid
+// token stay 4–5 minutes apart and a remembered failure cools down 30–60 s.
+func TestJitteredWaits(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		r := DefaultRetry()
+		r.Jitter = 1
+		var cools []time.Duration
+		for range 20 {
+			hc := handlerClient(func(w http.ResponseWriter, _ *http.Request) { answer(w, 401, `{"detail":"bad key"}`) })
+			_, err := New(testKey, WithHTTPClient(hc), WithRetry(r)).Token()
+			d := asError(t, err).RetryAfter
+			assert.True(t, d >= 30*time.Second && d <= 60*time.Second, "cool-down %v", d)
+			cools = append(cools, d)
+		}
+		assert.Greater(t, len(slices.Compact(slices.Sorted(slices.Values(cools)))), 1, "drawn, not fixed")
+
+		m := &maintenance{retryAfter: "0"} // a 503 without a wait of its own
+		s := New(testKey, WithHTTPClient(m.client()), WithRetry(r))
+		tok := mustToken(t, s)
+		time.Sleep(time.Until(tok.Expiry))
+		m.set(true)
+		start := time.Now()
+		for time.Since(start) < 2*time.Hour {
+			mustToken(t, s)
+			time.Sleep(time.Second)
+		}
+		times := m.requests()[1:]
+		require.Greater(t, len(times), 5)
+		for i := 1; i < len(times); i++ {
+			gap := times[i].Sub(times[i-1])
+			assert.True(t, gap >= 4*time.Minute && gap <= 5*time.Minute+time.Second, "gap %v", gap)
+		}
+	})
+}
+
+// Mutation left unnoticed before: WithRetry copies RetryOn, so a caller that
+// reuses its slice changes nothing.
+func TestWithRetryCopiesRetryOn(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		var n atomic.Int32
+		hc := handlerClient(func(w http.ResponseWriter, _ *http.Request) { n.Add(1); answer(w, 500, `{"detail":"x"}`) })
+		r := RetryConfig{MaxRetries: 2, RetryOn: []int{502}}
+		s := New(testKey, WithHTTPClient(hc), WithRetry(r))
+		r.RetryOn[0] = 500
+		s.Token()
+		assert.EqualValues(t, 1, n.Load(), "500 is not retried: the source kept its own copy")
+	})
 }

@@ -279,9 +279,13 @@ func TestReuseTokenSourceQueueDuringOutage(t *testing.T) {
 	}
 	var slept []time.Duration
 	for range DefaultRetry().MaxRetries {
-		d := <-clk.started
-		slept = append(slept, d)
-		clk.Add(d)
+		select {
+		case d := <-clk.started:
+			slept = append(slept, d)
+			clk.Add(d)
+		case <-time.After(10 * time.Second): // a watchdog, not a measurement: fail fast instead of hanging
+			t.Fatalf("the source started no timer after %v", slept)
+		}
 	}
 	wg.Wait()
 	assert.Equal(t, seconds(2, 4, 8, 16, 32, 60), slept)
