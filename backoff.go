@@ -151,6 +151,7 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 	n := need{owner: s.owner, key: s.cacheKey, stale: f.stale, force: f.force, limit: s.hostLimit, retry: s.retry}
 	if cur := s.cur.Load(); f.stale && cur != nil {
 		n.early = cur.exp.Sub(s.clock.Now()) > urgentLeft
+		n.exp = cur.expires
 	}
 	for attempts := 0; ; {
 		v, err := s.gate(n)

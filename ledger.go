@@ -61,14 +61,18 @@ func WithHostLimit(n int) Option {
 const DefaultHostLimit = 30
 
 const (
-	slotLife      = time.Hour + time.Second // a counted answer's slot, with a second to spare for clock skew
-	upWindow      = time.Minute             // an answer this recent lets sources send side by side
-	leaseTime     = attemptTimeout + 5*time.Second
-	pollInterval  = 250 * time.Millisecond // while another source exchanges the same key or probes first
-	minExchange   = time.Minute            // B27: no token causes more than one exchange a minute
-	maxServerWait = 10 * time.Minute       // B27: the longest a 5xx Retry-After is obeyed
-	urgentLeft    = 2 * time.Hour          // B20: a refresh with more left is an early one
-	maxRateHold   = time.Hour              // B18: the longest a 429 without Retry-After holds
+	slotLife       = time.Hour + time.Second // a counted answer's slot, with a second to spare for clock skew
+	upWindow       = time.Minute             // an answer this recent lets sources send side by side
+	leaseTime      = attemptTimeout + 5*time.Second
+	pollInterval   = 250 * time.Millisecond // while another source exchanges the same key or probes first
+	minExchange    = time.Minute            // B27: no token causes more than one exchange a minute
+	maxServerWait  = 10 * time.Minute       // B27: the longest a 5xx Retry-After is obeyed
+	urgentLeft     = 2 * time.Hour          // B20: a refresh with more left is an early one
+	maxRateHold    = time.Hour              // B18: the longest a 429 without Retry-After holds
+	lastChanceLead = 15 * time.Second       // a last-chance probe comes this long before the token is unusable
+	probeCap       = 30                     // B21: single attempts an hour during an outage, the last chances included
+	waitingGap     = 125 * time.Second      // the 120 s cadence while valid tokens wait: 28 an hour, room for last chances
+	minProbeGap    = 10 * time.Second       // ... but never sooner than this after the last probe
 )
 
 // probeGaps are the waits between single attempts once a budget is spent
@@ -86,6 +90,8 @@ type hostRecord struct {
 	Tries     int                   `json:"tries,omitempty"`   // failed attempts in this outage
 	Last      int64                 `json:"last,omitempty"`    // the last failed attempt
 	NotBefore int64                 `json:"nb,omitempty"`      // a 5xx Retry-After, capped at 10 minutes
+	Single    bool                  `json:"single,omitempty"`  // the probe under way is a single attempt ...
+	Singles   []int64               `json:"singles,omitempty"` // ... and those of the last hour: at most 30
 	Prober    string                `json:"prober,omitempty"`  // who may send while not known to be up ...
 	Lease     int64                 `json:"lease,omitempty"`   // ... until
 	Fail      *failure              `json:"fail,omitempty"`    // the last failure, for the shared error
@@ -99,6 +105,7 @@ type keyRecord struct {
 	Obtained int64    `json:"obtained,omitempty"`  // the last token
 	Until    int64    `json:"until,omitempty"`     // a remembered failure (B8) ...
 	Fail     *failure `json:"fail,omitempty"`      // ... and what it was
+	Exp      int64    `json:"exp,omitempty"`       // a valid token waiting for its refresh expires then
 }
 
 // failure is an *Error as a record keeps it.
@@ -135,11 +142,12 @@ func (f *failure) error(retryAfter time.Duration) *Error {
 // need is what a flight asks the ledger for.
 type need struct {
 	owner string
-	key   string // the cache key
-	stale bool   // the source has a valid token: never wait, ask again later
-	early bool   // ... with more than two hours left (B20)
-	force bool   // right after Invalidate: the one-a-minute rule does not apply
-	limit int    // WithHostLimit, 0 = none
+	key   string    // the cache key
+	stale bool      // the source has a valid token: never wait, ask again later
+	early bool      // ... with more than two hours left (B20)
+	force bool      // right after Invalidate: the one-a-minute rule does not apply
+	exp   time.Time // stale: when the valid token becomes unusable
+	limit int       // WithHostLimit, 0 = none
 	retry RetryConfig
 }
 
@@ -167,8 +175,9 @@ func at(m int64) time.Time { return time.UnixMilli(m) }
 // (so the record never grows past the keys exchanging right now).
 func (h *hostRecord) prune(now time.Time) {
 	h.Slots = slices.DeleteFunc(h.Slots, func(s int64) bool { return now.Sub(at(s)) >= slotLife })
+	h.Singles = slices.DeleteFunc(h.Singles, func(s int64) bool { return now.Sub(at(s)) >= time.Hour })
 	for k, r := range h.Keys {
-		if r.BusyTill <= ms(now) && r.Until <= ms(now) && now.Sub(at(r.Obtained)) >= minExchange {
+		if r.BusyTill <= ms(now) && r.Until <= ms(now) && r.Exp <= ms(now) && now.Sub(at(r.Obtained)) >= minExchange {
 			delete(h.Keys, k)
 		}
 	}
@@ -213,7 +222,11 @@ func (h *hostRecord) next(stale bool, r RetryConfig, staleGap time.Duration) tim
 			return at(h.NotBefore) // a Retry-After replaces the computed delay (B4)
 		}
 	default:
-		t = last.Add(probeGaps[min(h.Tries-r.MaxRetries-1, len(probeGaps)-1)])
+		gap := probeGaps[min(h.Tries-r.MaxRetries-1, len(probeGaps)-1)]
+		if gap == probeGaps[len(probeGaps)-1] && h.waiting(last) {
+			gap = waitingGap // room in the hour for a last chance
+		}
+		t = last.Add(gap)
 	}
 	if h.NotBefore != 0 && at(h.NotBefore).After(t) {
 		t = at(h.NotBefore)
@@ -252,8 +265,21 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 	if got := at(k.Obtained); k.Obtained != 0 && now.Sub(got) < minExchange && !n.force {
 		return verdict{act: reload, until: got.Add(minExchange)}
 	}
+	if n.stale {
+		k.Exp = ms(n.exp) // so that sources without a token leave it a slot
+	}
 	if n.limit > 0 {
 		used := len(h.Slots)
+		if reserved := h.expiringSoon(n.key, now); !n.stale && used+reserved >= n.limit && used < n.limit {
+			// Valid tokens that expire soon go first: their agents can
+			// still be saved; one without a token fails either way.
+			until := now.Add(time.Minute)
+			if keep := n.limit - reserved - 1; keep >= 0 && used > keep {
+				until = h.freeAt(keep)
+			}
+			e := &Error{Message: "this host's budget of answers from /auth/token is kept for tokens about to expire (WithHostLimit); nothing was sent", kind: ErrRateLimited}
+			return denyUntil(until, e)
+		}
 		if used >= n.limit {
 			e := &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited}
 			return denyUntil(h.freeAt(n.limit-1), e)
@@ -275,7 +301,23 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 			return denyUntil(laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), h.sharedError(true))
 		}
 		if h.Down != 0 {
-			if next := h.next(n.stale, n.retry, staleGap); now.Before(next) {
+			next := h.next(n.stale, n.retry, staleGap)
+			if n.stale {
+				// A last chance: a valid token that would expire before the
+				// next probe gets one just before, so that a recovery in
+				// between still saves it.
+				lc := laterOf(n.exp.Add(-lastChanceLead), at(h.Last).Add(minProbeGap))
+				if h.NotBefore != 0 {
+					lc = laterOf(lc, at(h.NotBefore))
+				}
+				if lc.Before(next) {
+					next = lc
+				}
+			}
+			if singles := len(h.Singles); h.capped(n) && singles >= probeCap { // B21: ≤ 30 an hour
+				next = laterOf(next, at(h.Singles[singles-probeCap]).Add(time.Hour))
+			}
+			if now.Before(next) {
 				switch {
 				case n.stale:
 					return denyUntil(next, nil)
@@ -297,9 +339,41 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 	}
 	if !knownUp {
 		h.Prober, h.Lease = n.owner, ms(now.Add(leaseTime))
+		h.Single = h.Down != 0 && h.capped(n)
 	}
 	k.Busy, k.BusyTill = n.owner, ms(now.Add(leaseTime))
 	return v
+}
+
+// capped reports whether an attempt during an outage counts against the
+// 30 an hour of B21: every single attempt but the budget's and the first
+// two after it (at 30 s and 60 s), which B21 allows in the outage's first
+// hour (≤ 40).
+func (h *hostRecord) capped(n need) bool {
+	return n.stale || h.Tries >= n.retry.MaxRetries+1+len(probeGaps)-1
+}
+
+// waiting reports whether a valid token waits for its refresh: then the
+// no-token cadence leaves room in the hour for its last chance.
+func (h *hostRecord) waiting(now time.Time) bool {
+	for _, r := range h.Keys {
+		if r.Exp > ms(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// expiringSoon counts the other keys whose valid token expires within two
+// hours and waits for its refresh.
+func (h *hostRecord) expiringSoon(key string, now time.Time) int {
+	n := 0
+	for k, r := range h.Keys {
+		if k != key && r.Exp > ms(now) && at(r.Exp).Sub(now) < urgentLeft {
+			n++
+		}
+	}
+	return n
 }
 
 // sharedError is what a source that may not send returns during an
@@ -349,14 +423,14 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 		if n.limit > 0 {
 			h.Slots = append(h.Slots, ms(now))
 		}
-		h.OK, h.Down, h.Tries, h.Last, h.NotBefore = ms(now), 0, 0, 0, 0
+		h.OK, h.Down, h.Tries, h.Last, h.NotBefore, h.Single, h.Singles = ms(now), 0, 0, 0, 0, false, nil
 		if !errorIs(o.err, ErrRateLimited) {
 			h.Strikes, h.Hold = 0, 0
 		}
 	}
 	switch {
 	case o.err == nil:
-		k.Obtained, k.Until, k.Fail = ms(now), 0, nil
+		k.Obtained, k.Until, k.Fail, k.Exp = ms(now), 0, nil, 0
 	case errorIs(o.err, ErrRateLimited): // B18: held for all, 60 s doubling to 1 h without Retry-After
 		h.Strikes++
 		hold := o.retryAfter
@@ -371,6 +445,10 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 		}
 		h.Tries++
 		h.Last, h.Fail, h.NotBefore = ms(now), failureOf(o.err), 0
+		if h.Single {
+			h.Singles = append(h.Singles, ms(now))
+		}
+		h.Single = false
 		switch {
 		case o.retryAfter > n.retry.maxDelay():
 			h.NotBefore = ms(now.Add(min(o.retryAfter, maxServerWait))) // B4, capped by B27

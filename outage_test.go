@@ -12,6 +12,7 @@ package colonyauth
 //	go test -run TestOutageSimulation -v .
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -65,10 +66,11 @@ func (s *simServer) client() *http.Client {
 // serve-stale and no remembered failures. retries 0 is plain oauth2 with a
 // hand-written exchange and no retry.
 type seedSource struct {
-	hc      *http.Client
-	retries int
-	tok     *oauth2.Token
-	exp     time.Time
+	hc       *http.Client
+	retries  int
+	url, key string // "" = DefaultBaseURL's /auth/token and testKey
+	tok      *oauth2.Token
+	exp      time.Time
 }
 
 func (s *seedSource) Token() (*oauth2.Token, error) {
@@ -81,7 +83,7 @@ func (s *seedSource) Token() (*oauth2.Token, error) {
 			time.Sleep(DefaultRetry().Delay(n - 1))
 		}
 		var tok *oauth2.Token
-		if tok, err = handWritten(context.Background(), s.hc, DefaultBaseURL+"/auth/token", testKey); err == nil {
+		if tok, err = handWritten(context.Background(), s.hc, cmp.Or(s.url, DefaultBaseURL+"/auth/token"), cmp.Or(s.key, testKey)); err == nil {
 			s.tok = tok
 			s.exp, err = handWrittenExp(tok.AccessToken)
 			return tok, err

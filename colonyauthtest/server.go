@@ -360,8 +360,12 @@ func (s *Server) count(addr string) time.Duration {
 	if s.answered == nil {
 		s.answered = map[string][]time.Time{}
 	}
-	seen := slices.DeleteFunc(s.answered[addr], func(t time.Time) bool { return now.Sub(t) >= time.Hour })
-	seen = append(seen, now)
+	seen := s.answered[addr]
+	i := 0
+	for i < len(seen) && now.Sub(seen[i]) >= time.Hour { // oldest first
+		i++
+	}
+	seen = append(seen[i:], now)
 	s.answered[addr] = seen
 	if len(seen) <= s.limit {
 		return 0
