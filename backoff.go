@@ -204,12 +204,12 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 			e = unavailable(e, roundUp(next.Sub(now)))
 			return nil, e, next
 		}
-		delay := next.Sub(now)
+		delay := roundUp(next.Sub(now)) // the record keeps milliseconds
 		if aerr.retryAfter == 0 {
 			delay = jitter(delay, s.retry.Jitter)
 		}
 		s.log.Warn("colonyauth: token exchange failed, retrying",
-			"attempt", attempts, "status", e.StatusCode, "error", e.logText(), "delay", delay)
+			"attempt", attempts, "status", e.StatusCode, "error", e.logText(), "delay", roundDuration(delay))
 		if err := s.sleep(ctx, delay); err != nil {
 			err.Attempts = attempts
 			return nil, err, time.Time{}

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,10 +36,11 @@ func BenchmarkCachedToken(b *testing.B) {
 		answer(w, 200, `{"access_token":"`+benchJWT+`","token_type":"bearer"}`)
 	})
 	ours := New(testKey, WithHTTPClient(hc))
+	sharing := New(testKey, WithHTTPClient(hc), WithCache(NewMemoryCache())) // the Ledger is never on the cached path
 	for _, c := range []struct {
 		name string
 		ts   oauth2.TokenSource
-	}{{"oauth2.ReuseTokenSource", reuse}, {"colonyauth", ours}} {
+	}{{"oauth2.ReuseTokenSource", reuse}, {"colonyauth", ours}, {"colonyauth_sharing_a_Ledger", sharing}} {
 		if _, err := c.ts.Token(); err != nil {
 			b.Fatal(err)
 		}
@@ -54,6 +56,42 @@ func BenchmarkCachedToken(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkLedgerUpdate: one Update of a host record (what a source does
+// twice around each exchange, never on the cached path): in memory, and in a
+// cache directory (lock file, read, write-temp-and-rename) beside its
+// baseline, a bare write-temp-and-rename of the same bytes.
+func BenchmarkLedgerUpdate(b *testing.B) {
+	record, _ := json.Marshal(&hostRecord{Slots: make([]int64, 30), OK: 1, Keys: map[string]*keyRecord{"k": {Obtained: 1}}})
+	fn := func([]byte) ([]byte, error) { return record, nil }
+	dir := b.TempDir()
+	fc := fileCache{dir: dir}
+	b.Run("memory", func(b *testing.B) {
+		m := NewMemoryCache().(Ledger)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := m.Update("host", fn); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("file_dir", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := fc.Update("host", fn); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("baseline_write_and_rename", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := fc.write(filepath.Join(dir, "bare"), record); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkColdExchange: one exchange from a new source, against the same

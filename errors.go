@@ -81,7 +81,7 @@ func (e *Error) Error() string {
 		facts = append(facts, plural(e.Attempts, "attempt"))
 	}
 	if e.RetryAfter > 0 {
-		facts = append(facts, "retry after "+e.RetryAfter.String())
+		facts = append(facts, "retry after "+roundDuration(e.RetryAfter).String())
 	}
 	if len(facts) > 0 {
 		b.WriteString(" (" + strings.Join(facts, ", ") + ")")
@@ -161,4 +161,13 @@ func plural(n int, word string) string {
 // what was wrong.
 func configError(kind error, format string, args ...any) *Error {
 	return &Error{Message: fmt.Sprintf(format, args...), kind: kind}
+}
+
+// roundDuration rounds d for people: to the second from a second up, else
+// to the millisecond (29.999868311s reads 30s).
+func roundDuration(d time.Duration) time.Duration {
+	if d >= time.Second {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Millisecond)
 }

@@ -117,7 +117,7 @@ func (s *TokenSource) classify(resp *http.Response, data []byte) (exchanged, *at
 		return exchanged{}, &attemptError{err: e}
 	}
 
-	e.Code, e.Message = s.red.colonyDetail(resp.Header.Get("Content-Type"), data)
+	e.Code, e.Message = s.red.colonyDetail(status, resp.Header.Get("Content-Type"), data)
 	if re, ok := e.Err.(*oauth2.RetrieveError); ok {
 		re.ErrorCode, re.ErrorDescription = e.Code, e.Message
 	}
@@ -193,7 +193,7 @@ func (n *lenientSeconds) UnmarshalJSON(b []byte) error {
 
 // colonyDetail reads {"detail": {"code", "message"}} or {"detail": "text"};
 // an answer that is not JSON (a proxy's HTML page) gives only a short note.
-func (r redactor) colonyDetail(contentType string, data []byte) (code, msg string) {
+func (r redactor) colonyDetail(status int, contentType string, data []byte) (code, msg string) {
 	var body struct {
 		Detail json.RawMessage `json:"detail"`
 	}
@@ -201,10 +201,11 @@ func (r redactor) colonyDetail(contentType string, data []byte) (code, msg strin
 		if len(bytes.TrimSpace(data)) == 0 {
 			return "", ""
 		}
+		lead := strings.TrimSpace(fmt.Sprintf("%d %s", status, http.StatusText(status)))
 		if mt, _, _ := strings.Cut(contentType, ";"); mt != "" {
-			return "", "the answer is " + r.message(mt) + ", not JSON (a proxy in the way?)"
+			return "", lead + ": the answer is " + r.message(mt) + ", not JSON (a proxy in the way?)"
 		}
-		return "", "the answer is not JSON (a proxy in the way?)"
+		return "", lead + ": the answer is not JSON (a proxy in the way?)"
 	}
 	var text string
 	if json.Unmarshal(body.Detail, &text) == nil {

@@ -4,11 +4,16 @@
 //	curl -H "Authorization: Bearer $(colonytoken)" https://thecolony.ai/api/v1/users/me
 //
 // Tokens are cached (os.UserCacheDir()/colonyauth), so repeated runs do not
-// call /auth/token. "colonytoken demo" shows the retry loop riding through a
-// failing /auth/token against an in-process fake Colony: no key, no network.
+// call /auth/token, and a cached token past its refresh point is refreshed
+// before it is printed. "colonytoken demo" shows the retry loop riding
+// through a failing /auth/token against an in-process fake Colony: no key,
+// no network.
 //
-// Exit codes: 0 ok, 1 other error, 2 usage, 3 credentials rejected (bad key
-// or two-factor code), 4 unavailable (retries spent or rate limited).
+// Exit codes: 0 ok, 1 other error, 2 usage (no key, an empty or unreadable
+// --key-file, a bad flag or base URL), 3 credentials rejected (bad key,
+// two-factor code, or a failing --totp-command), 4 unavailable (retries
+// spent or rate limited), 130 interrupted (SIGINT), 143 terminated
+// (SIGTERM).
 package main
 
 import (
@@ -19,16 +24,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"github.com/thecolonycc/colonyauth"
-	"github.com/thecolonycc/colonyauth/colonyauthtest"
 )
 
 // Exit codes.
@@ -38,6 +41,8 @@ const (
 	exitUsage       = 2
 	exitRejected    = 3
 	exitUnavailable = 4
+	exitInterrupted = 130 // 128 + SIGINT
+	exitTerminated  = 143 // 128 + SIGTERM
 )
 
 const usage = `usage: colonytoken [flags]     print a bearer token for $COLONY_API_KEY
@@ -49,26 +54,51 @@ is printed on stdout, so this works:
 
   curl -H "Authorization: Bearer $(colonytoken)" https://thecolony.ai/api/v1/users/me
 
-Tokens are cached in os.UserCacheDir()/colonyauth (files 0600, named by a
-hash; the key is never written), so repeated runs do not call /auth/token.
+Tokens are cached in os.UserCacheDir()/colonyauth (a 0700 directory of 0600
+files named by a hash; the key is never written), so repeated runs do not
+call /auth/token; a cached token past its refresh point is refreshed first.
+For an account with two-factor authentication, --totp-command (or
+$COLONY_TOTP_COMMAND) is run with sh -c for each attempt and must print the
+current code.
 
-Exit codes: 0 ok, 1 other error, 2 usage, 3 credentials rejected (bad key or
-two-factor code), 4 unavailable (retries spent or rate limited).
+Exit codes: 0 ok, 1 other error, 2 usage (no key, an empty or unreadable
+--key-file, a bad flag or base URL), 3 credentials rejected (bad key,
+two-factor code, or a failing --totp-command), 4 unavailable (retries spent
+or rate limited), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 Flags:
 `
+
+// totpTimeout bounds one run of --totp-command (a variable for its test).
+var totpTimeout = 30 * time.Second
 
 // env is what run needs from the outside world; tests supply their own.
 type env struct {
 	getenv         func(string) string
 	stdout, stderr io.Writer
+	signal         func() os.Signal    // the signal that ended ctx, if any
 	opts           []colonyauth.Option // appended to the source's options
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	code := run(ctx, os.Args[1:], env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr})
-	stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var (
+		mu  sync.Mutex
+		got os.Signal
+	)
+	go func() {
+		s := <-sigs
+		mu.Lock()
+		got = s
+		mu.Unlock()
+		cancel()
+	}()
+	code := run(ctx, os.Args[1:], env{
+		getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr,
+		signal: func() os.Signal { mu.Lock(); defer mu.Unlock(); return got },
+	})
 	os.Exit(code)
 }
 
@@ -81,9 +111,10 @@ func run(ctx context.Context, args []string, e env) int {
 	fs.Usage = func() { fmt.Fprint(e.stderr, usage); fs.PrintDefaults() }
 	keyFile := fs.String("key-file", "", "read the API key from `PATH` instead of $COLONY_API_KEY")
 	baseURL := fs.String("base-url", "", "Colony API base `URL` (default $COLONY_BASE_URL, else "+colonyauth.DefaultBaseURL+")")
-	asJSON := fs.Bool("json", false, "print {\"access_token\", \"token_type\", \"expiry\"} instead of the bare token")
+	totpCommand := fs.String("totp-command", "", "shell `COMMAND` printing the current two-factor code (default $COLONY_TOTP_COMMAND)")
+	asJSON := fs.Bool("json", false, "print {\"access_token\", \"token_type\", \"expiry\", \"refresh_at\"} instead of the bare token")
 	noCache := fs.Bool("no-cache", false, "neither read nor write the token cache")
-	verbose := fs.Bool("v", false, "log retries to stderr")
+	verbose := fs.Bool("v", false, "log every retry to stderr")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -95,37 +126,31 @@ func run(ctx context.Context, args []string, e env) int {
 		return exitUsage
 	}
 
-	key := e.getenv("COLONY_API_KEY")
-	if *keyFile != "" {
-		data, err := os.ReadFile(*keyFile)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "colonytoken: cannot read --key-file: %v\n", err)
-			return exitUsage
-		}
-		key = strings.TrimSpace(string(data))
+	key, code := readKey(e, *keyFile)
+	if code != exitOK {
+		return code
 	}
-	if key == "" {
-		fmt.Fprintln(e.stderr, "colonytoken: no API key: set COLONY_API_KEY or pass --key-file PATH")
-		return exitUsage
-	}
-	if *baseURL == "" {
-		*baseURL = e.getenv("COLONY_BASE_URL")
-	}
-	if *baseURL == "" {
-		*baseURL = colonyauth.DefaultBaseURL
-	}
+	*baseURL = firstOf(*baseURL, e.getenv("COLONY_BASE_URL"), colonyauth.DefaultBaseURL)
+	*totpCommand = firstOf(*totpCommand, e.getenv("COLONY_TOTP_COMMAND"))
 
-	opts := []colonyauth.Option{colonyauth.WithBaseURL(*baseURL)}
+	opts := []colonyauth.Option{colonyauth.WithBaseURL(*baseURL), colonyauth.WithContext(ctx), colonyauth.WithLogger(slog.New(&progress{stderr: e.stderr, verbose: *verbose}))}
 	if !*noCache {
 		opts = append(opts, colonyauth.WithFileCache(""))
 	}
-	if *verbose {
-		opts = append(opts, colonyauth.WithLogger(slog.New(slog.NewTextHandler(e.stderr, nil))))
+	if *totpCommand != "" {
+		opts = append(opts, colonyauth.WithTOTP(totpFromCommand(ctx, *totpCommand, e.stderr)))
 	}
 	src := colonyauth.New(key, append(opts, e.opts...)...)
 	tok, err := src.TokenContext(ctx)
 	if err != nil {
-		fmt.Fprintln(e.stderr, err)
+		if ctx.Err() != nil {
+			fmt.Fprintln(e.stderr, "colonytoken: interrupted")
+			if e.signal != nil && e.signal() == syscall.SIGTERM {
+				return exitTerminated
+			}
+			return exitInterrupted
+		}
+		fmt.Fprintln(e.stderr, cliMessage(err))
 		return exitCode(err)
 	}
 	if *asJSON {
@@ -138,65 +163,133 @@ func run(ctx context.Context, args []string, e env) int {
 	return exitOK
 }
 
+// readKey reads the key from --key-file or $COLONY_API_KEY, trimmed the
+// same way (a trailing newline is no part of a key).
+func readKey(e env, keyFile string) (string, int) {
+	if keyFile == "" {
+		key := strings.TrimSpace(e.getenv("COLONY_API_KEY"))
+		if key == "" {
+			fmt.Fprintln(e.stderr, "colonytoken: no API key: set COLONY_API_KEY or pass --key-file PATH")
+			return "", exitUsage
+		}
+		return key, exitOK
+	}
+	info, err := os.Stat(keyFile)
+	if err == nil && info.Mode().Perm()&0o077 != 0 {
+		fmt.Fprintf(e.stderr, "colonytoken: warning: --key-file %s is readable by others (mode %v); chmod 600 it\n", keyFile, info.Mode().Perm())
+	}
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "colonytoken: cannot read --key-file: %v\n", err)
+		return "", exitUsage
+	}
+	key := strings.TrimSpace(string(data))
+	if key == "" {
+		fmt.Fprintf(e.stderr, "colonytoken: --key-file %s is empty: put the API key (col_…) in it\n", keyFile)
+		return "", exitUsage
+	}
+	return key, exitOK
+}
+
+func firstOf(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// totpError is a failing --totp-command.
+type totpError struct{ err error }
+
+func (e *totpError) Error() string { return "--totp-command failed: " + e.err.Error() }
+func (e *totpError) Unwrap() error { return e.err }
+
+// totpFromCommand runs command with sh -c for each exchange attempt; its
+// trimmed stdout is the code, its stderr passes through. The code is never
+// echoed.
+func totpFromCommand(ctx context.Context, command string, stderr io.Writer) func() (string, error) {
+	return func() (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, totpTimeout)
+		defer cancel()
+		out, err := runShell(ctx, command, stderr)
+		if ctx.Err() == context.DeadlineExceeded {
+			return "", &totpError{fmt.Errorf("no code after %v", totpTimeout)}
+		}
+		if err != nil {
+			return "", &totpError{err}
+		}
+		return strings.TrimSpace(out), nil
+	}
+}
+
+// cliMessage is the library's message in the CLI's words: flags, not Go
+// options.
+func cliMessage(err error) string {
+	return strings.NewReplacer(
+		"use WithTOTP with a function that returns the current code", "pass --totp-command (or set COLONY_TOTP_COMMAND) with a command that prints the current code",
+		"pass WithTOTP a function that computes the current code from the secret", "make --totp-command print the current code computed from the secret",
+		" (WithHostLimit)", "",
+		"the WithTOTP function failed", "the two-factor code could not be read",
+	).Replace(err.Error())
+}
+
 // exitCode maps an error to the documented exit codes.
 func exitCode(err error) int {
-	var cfg *colonyauth.Error
+	var (
+		cfg  *colonyauth.Error
+		totp *totpError
+	)
 	switch {
 	case errors.Is(err, colonyauth.ErrInvalidKey), errors.Is(err, colonyauth.ErrTwoFactorRequired),
-		errors.Is(err, colonyauth.ErrTwoFactorInvalid):
+		errors.Is(err, colonyauth.ErrTwoFactorInvalid), errors.As(err, &totp):
 		return exitRejected
 	case errors.Is(err, colonyauth.ErrUnavailable), errors.Is(err, colonyauth.ErrRateLimited):
 		return exitUnavailable
-	case errors.As(err, &cfg) && cfg.Attempts == 0 && cfg.Err == nil:
+	case errors.As(err, &cfg) && cfg.Attempts == 0 && cfg.Err == nil && cfg.StatusCode == 0:
 		return exitUsage // an invalid --base-url and the like
 	}
 	return exitError
 }
 
-// demo runs the real retry loop against an in-process fake Colony whose
-// first three exchanges answer 502, on a short schedule, then calls the API
-// through oauth2.NewClient.
-func demo(ctx context.Context, e env) int {
-	colony := colonyauthtest.NewUnstarted() // served in memory: no network
-	colony.FailNext(3, http.StatusBadGateway, 0)
-	retry := colonyauth.RetryConfig{MaxRetries: 6, BaseDelay: 200 * time.Millisecond, MaxDelay: 2 * time.Second}
-
-	fmt.Fprintf(e.stdout, "demo: a fake Colony at %s whose /auth/token answers 502 three times\n", colony.URL)
-	fmt.Fprintf(e.stdout, "demo: retry schedule %v, %v, %v, … (the default is 2s, 4s, 8s, … 60s)\n", retry.Delay(0), retry.Delay(1), retry.Delay(2))
-	logger := slog.New(slog.NewTextHandler(e.stdout, &slog.HandlerOptions{
-		Level: slog.LevelDebug,
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
-	src := colonyauth.New(colony.APIKey, append([]colonyauth.Option{
-		colonyauth.WithBaseURL(colony.URL),
-		colonyauth.WithHTTPClient(colony.Client()),
-		colonyauth.WithRetry(retry),
-		colonyauth.WithLogger(logger),
-	}, e.opts...)...)
-
-	start := time.Now()
-	client := oauth2.NewClient(context.WithValue(ctx, oauth2.HTTPClient, colony.Client()), src)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, colony.URL+"/users/me", nil)
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return exitError
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		fmt.Fprintln(e.stderr, err)
-		return exitCode(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Fprintf(e.stdout, "demo: token after %d exchanges in %v\n", colony.Exchanges(), time.Since(start).Round(100*time.Millisecond))
-	fmt.Fprintf(e.stdout, "GET /users/me: %s %s\n", resp.Status, strings.TrimSpace(string(body)))
-	if resp.StatusCode != http.StatusOK {
-		return exitError
-	}
-	return exitOK
+// progress is the CLI's log handler: with -v every record, as text;
+// without, one line when retrying starts, so that a wait of minutes is not
+// silent. stdout is never touched.
+type progress struct {
+	stderr  io.Writer
+	verbose bool
+	once    sync.Once
+	text    slog.Handler
 }
+
+func (p *progress) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn || p.verbose && l >= slog.LevelInfo
+}
+
+func (p *progress) Handle(ctx context.Context, r slog.Record) error {
+	if p.verbose {
+		if p.text == nil {
+			p.text = slog.NewTextHandler(p.stderr, nil)
+		}
+		return p.text.Handle(ctx, r)
+	}
+	if !strings.Contains(r.Message, "retrying") {
+		return nil
+	}
+	p.once.Do(func() {
+		status := "a network error"
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "status" && a.Value.Int64() != 0 {
+				status = fmt.Sprint(a.Value.Int64())
+			}
+			return true
+		})
+		fmt.Fprintf(p.stderr, "colonytoken: /auth/token answered %s; retrying for up to %v (Ctrl-C stops; -v shows each attempt)\n",
+			status, colonyauth.DefaultRetry().Budget())
+	})
+	return nil
+}
+
+func (p *progress) WithAttrs([]slog.Attr) slog.Handler { return p }
+func (p *progress) WithGroup(string) slog.Handler      { return p }

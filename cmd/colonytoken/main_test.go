@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -144,7 +146,8 @@ func TestExitCodes(t *testing.T) {
 func TestHelp(t *testing.T) {
 	code, _, stderr := runCLI(t, nil, nil, "--help")
 	assert.Equal(t, exitOK, code)
-	for _, want := range []string{"COLONY_API_KEY", "--key-file", "-json", "-no-cache", "Exit codes: 0 ok, 1 other error, 2 usage, 3 credentials rejected", "4 unavailable"} {
+	for _, want := range []string{"COLONY_API_KEY", "--key-file", "-json", "-no-cache", "-totp-command", "COLONY_TOTP_COMMAND",
+		"Exit codes: 0 ok, 1 other error, 2 usage", "empty or unreadable\n--key-file", "3 credentials rejected", "4 unavailable", "130 interrupted", "143 terminated"} {
 		assert.Contains(t, stderr, want)
 	}
 }
@@ -175,3 +178,126 @@ func TestDemo(t *testing.T) {
 		assert.Contains(t, stdout, `GET /users/me: 200 OK {"id":"agent-1","username":"test-agent"}`)
 	})
 }
+
+// runWith runs the CLI against srv with the given environment and signal.
+func runWith(t *testing.T, ctx context.Context, srv *colonyauthtest.Server, envVars map[string]string, sig os.Signal, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	e := env{
+		getenv: func(k string) string { return envVars[k] },
+		stdout: &out, stderr: &errOut,
+		signal: func() os.Signal { return sig },
+		opts:   []colonyauth.Option{colonyauth.WithHTTPClient(srv.Client())},
+	}
+	code = run(ctx, append([]string{"--base-url", srv.URL, "--no-cache"}, args...), e)
+	return code, out.String(), errOut.String()
+}
+
+// --totp-command: run with sh -c for each attempt; its trimmed stdout is the
+// code, its stderr passes through; the code is never echoed; a failing
+// command is exit 3 with a clear message, a hanging one is cut off.
+func TestTOTPCommand(t *testing.T) {
+	srv := colonyauthtest.NewUnstarted()
+	srv.RequireTOTP("246810")
+	keyEnv := map[string]string{"COLONY_API_KEY": srv.APIKey}
+	code, stdout, stderr := runWith(t, context.Background(), srv, keyEnv, nil, "--totp-command", "echo 246810; echo note >&2")
+	require.Equal(t, exitOK, code, stderr)
+	assert.NotEmpty(t, stdout)
+	assert.Contains(t, stderr, "note", "stderr passes through")
+	assert.NotContains(t, stderr, "246810", "the code is never echoed")
+
+	srv2 := colonyauthtest.NewUnstarted()
+	srv2.RequireTOTP("135791")
+	env2 := map[string]string{"COLONY_API_KEY": srv2.APIKey, "COLONY_TOTP_COMMAND": "printf '135791\\n'"}
+	code, _, stderr = runWith(t, context.Background(), srv2, env2, nil)
+	assert.Equal(t, exitOK, code, "from $COLONY_TOTP_COMMAND: %s", stderr)
+
+	code, stdout, stderr = runWith(t, context.Background(), srv, keyEnv, nil, "--totp-command", "exit 3")
+	assert.Equal(t, exitRejected, code)
+	assert.Empty(t, stdout)
+	assert.Contains(t, stderr, "--totp-command failed: exit status 3")
+
+	code, _, stderr = runWith(t, context.Background(), srv, keyEnv, nil)
+	assert.Equal(t, exitRejected, code)
+	assert.Contains(t, stderr, "--totp-command", "the hint names the flag, not the Go option")
+	assert.NotContains(t, stderr, "WithTOTP")
+
+	defer func(d time.Duration) { totpTimeout = d }(totpTimeout)
+	totpTimeout = 200 * time.Millisecond // a real process: no fake clock reaches it
+	code, _, stderr = runWith(t, context.Background(), srv, keyEnv, nil, "--totp-command", "sleep 60")
+	assert.Equal(t, exitRejected, code, stderr)
+	assert.Contains(t, stderr, "no code after 200ms")
+}
+
+// The key from $COLONY_API_KEY is trimmed like the key file's; an empty key
+// file has its own message; a key file others can read draws a warning.
+func TestKeyInput(t *testing.T) {
+	srv := colonyauthtest.NewUnstarted()
+	code, stdout, stderr := runWith(t, context.Background(), srv, map[string]string{"COLONY_API_KEY": srv.APIKey + "\n"}, nil)
+	require.Equal(t, exitOK, code, stderr)
+	assert.NotEmpty(t, stdout)
+
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, []byte("\n"), 0o600))
+	code, _, stderr = runWith(t, context.Background(), srv, nil, nil, "--key-file", empty)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, stderr, "--key-file "+empty+" is empty")
+	assert.NotContains(t, stderr, "set COLONY_API_KEY")
+
+	open := filepath.Join(dir, "open")
+	require.NoError(t, os.WriteFile(open, []byte(srv.APIKey), 0o644))
+	code, _, stderr = runWith(t, context.Background(), srv, nil, nil, "--key-file", open)
+	assert.Equal(t, exitOK, code, "a warning, not a refusal")
+	assert.Contains(t, stderr, "readable by others")
+	assert.NotContains(t, stderr, srv.APIKey)
+}
+
+// Ctrl-C mid-retry exits 130 with "interrupted" (SIGTERM 143), nothing on
+// stdout; while retrying, one stderr line says so without -v.
+func TestInterruptAndProgress(t *testing.T) {
+	for _, c := range []struct {
+		sig  os.Signal
+		code int
+	}{{os.Interrupt, exitInterrupted}, {syscall.SIGTERM, exitTerminated}} {
+		synctest.Test(t, func(t *testing.T) {
+			srv := colonyauthtest.NewUnstarted()
+			srv.Down(http.StatusBadGateway)
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() { time.Sleep(5 * time.Second); cancel() }()
+			code, stdout, stderr := runWith(t, ctx, srv, map[string]string{"COLONY_API_KEY": srv.APIKey}, c.sig)
+			assert.Equal(t, c.code, code)
+			assert.Empty(t, stdout)
+			assert.Contains(t, stderr, "colonytoken: interrupted")
+			assert.Equal(t, 1, strings.Count(stderr, "retrying for up to 2m2s (Ctrl-C stops"), stderr)
+			assert.Contains(t, stderr, "answered 502")
+			assert.NotContains(t, stderr, "context canceled")
+		})
+	}
+}
+
+// Messages lead with the HTTP status, and durations are rounded.
+func TestMessages(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := colonyauthtest.NewUnstarted()
+		proxy := &http.Client{Transport: roundTrip(func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 502, Status: "502 Bad Gateway", Header: http.Header{"Content-Type": {"text/plain"}},
+				Body: io.NopCloser(strings.NewReader("upstream down")), Request: r}, nil
+		})}
+		var out, errOut bytes.Buffer
+		e := env{getenv: envMap{"COLONY_API_KEY": srv.APIKey}.get, stdout: &out, stderr: &errOut,
+			opts: []colonyauth.Option{colonyauth.WithHTTPClient(proxy), colonyauth.WithRetry(colonyauth.RetryConfig{})}}
+		code := run(context.Background(), []string{"--base-url", srv.URL, "--no-cache"}, e)
+		assert.Equal(t, exitUnavailable, code)
+		assert.Contains(t, errOut.String(), ": 502 Bad Gateway: the answer is text/plain, not JSON")
+		assert.Contains(t, errOut.String(), "retry after 30s)")
+	})
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type envMap map[string]string
+
+func (m envMap) get(k string) string { return m[k] }
