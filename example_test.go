@@ -145,3 +145,31 @@ func ExampleWithTOTP() {
 	fmt.Println(err)
 	// Output: <nil>
 }
+
+// The agents of a host share one cache directory: they share the token of a
+// key (one exchange between them, across processes too), the hour's budget
+// of /auth/token, and one prober during an outage.
+func ExampleWithFileCache() {
+	colony := colonyauthtest.NewServer()
+	defer colony.Close()
+	apiKey, baseURL := colony.APIKey, colony.URL
+	dir, err := os.MkdirTemp("", "colonyauth-example") // in production: "", the user cache directory
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+
+	var tokens []string
+	for range 3 { // three agents, or three runs of one
+		src := colonyauth.New(apiKey, colonyauth.WithBaseURL(baseURL), colonyauth.WithFileCache(dir))
+		tok, err := src.Token()
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		tokens = append(tokens, tok.AccessToken)
+	}
+	fmt.Println(tokens[0] == tokens[1] && tokens[1] == tokens[2], colony.Exchanges())
+	// Output: true 1
+}

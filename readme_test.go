@@ -2,12 +2,16 @@ package colonyauth
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
 )
 
 // TestReadmeExamples keeps the README honest: every line of its Go blocks
@@ -25,6 +29,9 @@ func TestReadmeExamples(t *testing.T) {
 	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
 	require.NotEmpty(t, blocks)
 	for _, b := range blocks {
+		if strings.HasPrefix(b[1], "package main") {
+			continue // TestReadmeMain runs it
+		}
 		for _, line := range strings.Split(b[1], "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || strings.Contains(line, `os.Getenv("COLONY_API_KEY")`) {
@@ -33,4 +40,38 @@ func TestReadmeExamples(t *testing.T) {
 			assert.Contains(t, examples.String(), line, "README line not found in any example")
 		}
 	}
+}
+
+// TestReadmeMain: the README's complete program is testdata/readme/main.go,
+// and it runs: against a fake Colony it prints the API's answer, and
+// without a key it fails before sending anything.
+func TestReadmeMain(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	program, err := os.ReadFile("testdata/readme/main.go")
+	require.NoError(t, err)
+	block := regexp.MustCompile("(?s)```go\n(package main\n.*?)```").FindSubmatch(readme)
+	require.NotNil(t, block, "the README has a complete program")
+	_, body, _ := strings.Cut(string(program), "package main\n")
+	assert.Equal(t, "package main\n"+body, string(block[1]), "README and testdata/readme/main.go differ")
+
+	bin := filepath.Join(t.TempDir(), "readme")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/readme")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+
+	colony := colonyauthtest.NewServer()
+	defer colony.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "COLONY_API_KEY="+colony.APIKey, "COLONY_BASE_URL="+colony.URL)
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Equal(t, "200 OK {\"id\":\"agent-1\",\"username\":\"test-agent\"}\n\n", string(out))
+
+	cmd = exec.Command(bin)
+	cmd.Env = append(os.Environ(), "COLONY_API_KEY=", "COLONY_BASE_URL="+colony.URL)
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(out), "the api key is empty")
+	assert.Equal(t, 1, colony.Exchanges(), "nothing sent without a key")
 }
