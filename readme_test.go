@@ -21,7 +21,7 @@ func TestReadmeExamples(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	var examples strings.Builder
-	for _, f := range []string{"example_test.go", "colonyauthtest/example_test.go"} {
+	for _, f := range []string{"example_test.go", "colonyauthtest/example_test.go", "redisledger/example_test.go"} {
 		data, err := os.ReadFile(f)
 		require.NoError(t, err)
 		examples.Write(data)
