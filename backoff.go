@@ -184,7 +184,7 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 		if aerr == nil {
 			st := res.state(now)
 			panicked := s.storeCache(st) // before the ledger says so: another process may load it at once
-			s.note(n, outcome{counted: true}, v.slot, now)
+			s.note(n, outcome{counted: true, life: st.exp.Sub(now)}, v.slot, now)
 			s.log.Debug("colonyauth: token obtained", "attempts", attempts+1)
 			return st, panicked, time.Time{} // a panicking Cache fails this call, not the token
 		}

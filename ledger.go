@@ -106,6 +106,27 @@ type keyRecord struct {
 	Until    int64    `json:"until,omitempty"`     // a remembered failure (B8) ...
 	Fail     *failure `json:"fail,omitempty"`      // ... and what it was
 	Exp      int64    `json:"exp,omitempty"`       // a valid token waiting for its refresh expires then
+	Gap      int64    `json:"gap,omitempty"`       // ms before the key's next exchange (B27); 0 = a minute
+}
+
+// gap is the least time between two exchanges of the key.
+func (k *keyRecord) gap() time.Duration {
+	if k.Gap > 0 {
+		return time.Duration(k.Gap) * time.Millisecond
+	}
+	return minExchange
+}
+
+// exchangeGap is the least time between two exchanges of a key whose token
+// lives life (B27): a minute, so that a token that expires in a second
+// causes one exchange a minute, not nine a second; but a token that lives
+// 30 s or more may be refreshed at its refresh point (40 % of its life at
+// the earliest), so that it never has to expire first.
+func exchangeGap(life time.Duration) time.Duration {
+	if life < 30*time.Second {
+		return minExchange
+	}
+	return min(minExchange, life*4/10)
 }
 
 // failure is an *Error as a record keeps it.
@@ -262,8 +283,8 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 		}
 		return verdict{act: wait, wait: pollInterval}
 	}
-	if got := at(k.Obtained); k.Obtained != 0 && now.Sub(got) < minExchange && !n.force {
-		return verdict{act: reload, until: got.Add(minExchange)}
+	if got, gap := at(k.Obtained), k.gap(); k.Obtained != 0 && now.Sub(got) < gap && !n.force {
+		return verdict{act: reload, until: got.Add(gap)}
 	}
 	if n.stale {
 		k.Exp = ms(n.exp) // so that sources without a token leave it a slot
@@ -393,7 +414,8 @@ func (h *hostRecord) sharedError(otherProbes bool) *Error {
 
 // outcome is what a flight tells the ledger after an attempt.
 type outcome struct {
-	err        *Error        // nil: a token
+	err        *Error        // nil: a token ...
+	life       time.Duration // ... that lives this long
 	released   bool          // nothing was sent (or it was cancelled): only give back what the gate reserved
 	counted    bool          // an answer from the Colony itself (2xx, 3xx, 4xx)
 	retried    bool          // a retried status or a transient network error
@@ -430,7 +452,7 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 	}
 	switch {
 	case o.err == nil:
-		k.Obtained, k.Until, k.Fail, k.Exp = ms(now), 0, nil, 0
+		k.Obtained, k.Until, k.Fail, k.Exp, k.Gap = ms(now), 0, nil, 0, exchangeGap(o.life).Milliseconds()
 	case errorIs(o.err, ErrRateLimited): // B18: held for all, 60 s doubling to 1 h without Retry-After
 		h.Strikes++
 		hold := o.retryAfter

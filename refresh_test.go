@@ -42,6 +42,8 @@ func TestExpirySources(t *testing.T) {
 			{"JWT without exp", fmt.Sprintf(`{"access_token":%q}`, fakeJWT(`{"sub":"x"}`)), 23 * time.Hour},
 			{"negative expires_in", `{"access_token":"opaque","expires_in":-1}`, 23 * time.Hour},
 			{"huge expires_in", `{"access_token":"opaque","expires_in":1000000000000}`, 23 * time.Hour},
+			{"JWT exp 367 days away", fmt.Sprintf(`{"access_token":%q,"expires_in":7200}`, fakeJWT(fmt.Sprintf(`{"exp":%d}`, now.Add(367*24*time.Hour).Unix()))), 2 * time.Hour},
+			{"JWT exp 365 days away", fmt.Sprintf(`{"access_token":%q}`, fakeJWT(fmt.Sprintf(`{"exp":%d}`, now.Add(365*24*time.Hour).Unix()))), 365 * 24 * time.Hour},
 		}
 		for _, c := range cases {
 			hc := handlerClient(func(w http.ResponseWriter, r *http.Request) { answer(w, 200, c.body) })

@@ -327,6 +327,7 @@ func TestLocalChecks(t *testing.T) {
 		{"nil TOTP", testKey, []Option{WithTOTP(nil)}, nil, "WithTOTP(nil)"},
 		{"nil cache", testKey, []Option{WithCache(nil)}, nil, "WithCache(nil)"},
 		{"nil option", testKey, []Option{nil}, nil, "nil Option"},
+		{"negative host limit", testKey, []Option{WithHostLimit(-1)}, nil, "WithHostLimit(-1)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -189,7 +189,11 @@ func runWith(t *testing.T, ctx context.Context, srv *colonyauthtest.Server, envV
 		signal: func() os.Signal { return sig },
 		opts:   []colonyauth.Option{colonyauth.WithHTTPClient(srv.Client())},
 	}
-	code = run(ctx, append([]string{"--base-url", srv.URL, "--no-cache"}, args...), e)
+	base := []string{"--base-url", srv.URL, "--no-cache"}
+	if len(args) > 0 && args[0] == "+cache" { // this test uses the file cache
+		base, args = base[:2], args[1:]
+	}
+	code = run(ctx, append(base, args...), e)
 	return code, out.String(), errOut.String()
 }
 
@@ -301,3 +305,34 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 type envMap map[string]string
 
 func (m envMap) get(k string) string { return m[k] }
+
+// B6 in the CLI: a cached token past its refresh point is refreshed before
+// it is printed (with 40 s tokens, a run 25 s later prints a new token whose
+// expiry is ahead), so a short-lived process refreshes too.
+func TestRefreshesCachedToken(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", tmp)
+	t.Setenv("HOME", tmp)
+	t.Setenv("LocalAppData", tmp)
+	synctest.Test(t, func(t *testing.T) {
+		srv := colonyauthtest.NewUnstarted(colonyauthtest.WithLifetime(40 * time.Second))
+		keyEnv := map[string]string{"COLONY_API_KEY": srv.APIKey}
+		code, first, stderr := runWith(t, context.Background(), srv, keyEnv, nil, "+cache", "--json")
+		require.Equal(t, exitOK, code, stderr)
+		code, again, _ := runWith(t, context.Background(), srv, keyEnv, nil, "+cache", "--json")
+		require.Equal(t, exitOK, code)
+		assert.Equal(t, first, again, "before the refresh point the cached token is printed")
+		time.Sleep(25 * time.Second)
+		code, second, stderr := runWith(t, context.Background(), srv, keyEnv, nil, "+cache", "--json")
+		require.Equal(t, exitOK, code, stderr)
+		var a, b struct {
+			AccessToken string    `json:"access_token"`
+			Expiry      time.Time `json:"expiry"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(first), &a))
+		require.NoError(t, json.Unmarshal([]byte(second), &b))
+		assert.NotEqual(t, a.AccessToken, b.AccessToken, "refreshed before printing")
+		assert.True(t, b.Expiry.After(time.Now().Add(30*time.Second)), "a fresh expiry: %v", b.Expiry)
+		assert.Equal(t, 2, srv.Exchanges())
+	})
+}
