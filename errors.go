@@ -171,3 +171,34 @@ func roundDuration(d time.Duration) time.Duration {
 	}
 	return d.Round(time.Millisecond)
 }
+
+// failure is an *Error as a record keeps it.
+type failure struct {
+	Kind     string `json:"kind,omitempty"`
+	Status   int    `json:"status,omitempty"`
+	Code     string `json:"code,omitempty"`
+	Message  string `json:"msg,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+}
+
+var kinds = map[string]error{
+	"invalid_key": ErrInvalidKey, "2fa_required": ErrTwoFactorRequired, "2fa_invalid": ErrTwoFactorInvalid,
+	"rate_limited": ErrRateLimited, "unavailable": ErrUnavailable, "malformed": ErrMalformedResponse,
+}
+
+func failureOf(e *Error) *failure {
+	f := &failure{Status: e.StatusCode, Code: e.Code, Message: e.Message, Attempts: e.Attempts}
+	for name, k := range kinds {
+		if e.kind == k {
+			f.Kind = name
+		}
+	}
+	return f
+}
+
+func (f *failure) error(retryAfter time.Duration) *Error {
+	if f == nil {
+		f = &failure{}
+	}
+	return &Error{StatusCode: f.Status, Code: f.Code, Message: f.Message, Attempts: f.Attempts, RetryAfter: retryAfter, kind: kinds[f.Kind]}
+}

@@ -15,12 +15,10 @@ package colonyauthtest
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -349,68 +347,6 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request, rec *Request) {
 	}
 }
 
-// count counts an answer for addr against the rate limit; it returns how
-// long until a slot frees if the limit is passed (0: within it). s.mu is
-// held.
-func (s *Server) count(addr string) time.Duration {
-	if s.limit <= 0 {
-		return 0
-	}
-	now := s.clock.Now()
-	if s.answered == nil {
-		s.answered = map[string][]time.Time{}
-	}
-	seen := s.answered[addr]
-	i := 0
-	for i < len(seen) && now.Sub(seen[i]) >= time.Hour { // oldest first
-		i++
-	}
-	seen = append(seen[i:], now)
-	s.answered[addr] = seen
-	if len(seen) <= s.limit {
-		return 0
-	}
-	return seen[len(seen)-s.limit].Add(time.Hour).Sub(now)
-}
-
-// useTOTP accepts a code once per 30 s window, as the real server does.
-func (s *Server) useTOTP(code string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	window := s.clock.Now().Unix() / 30
-	if w, ok := s.totpUsed[code]; ok && w == window {
-		return false
-	}
-	if s.totpUsed == nil {
-		s.totpUsed = map[string]int64{}
-	}
-	s.totpUsed[code] = window
-	return true
-}
-
-// clientAddr is the host of r's RemoteAddr: the address the limit counts.
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// RateLimited returns how many 429s the rate limit of WithRateLimit has
-// answered.
-func (s *Server) RateLimited() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, r := range s.requests {
-		if r.Status == http.StatusTooManyRequests && r.Path == "/auth/token" && r.limited {
-			n++
-		}
-	}
-	return n
-}
-
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
@@ -423,51 +359,6 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": c.Sub, "username": "test-agent"})
-}
-
-type claims struct {
-	Sub string `json:"sub"`
-	Iat int64  `json:"iat"`
-	Exp int64  `json:"exp"`
-	Gen int    `json:"gen"`
-}
-
-var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
-
-func (s *Server) sign(gen int, now time.Time, life time.Duration) string {
-	payload, _ := json.Marshal(claims{Sub: "agent-1", Iat: now.Unix(), Exp: now.Add(life).Unix(), Gen: gen})
-	unsigned := jwtHeader + "." + base64.RawURLEncoding.EncodeToString(payload)
-	return unsigned + "." + s.mac(unsigned)
-}
-
-func (s *Server) mac(text string) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(text))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
-
-// verify checks a token as the API would; it returns why it is refused.
-func (s *Server) verify(tok string) (claims, string) {
-	var c claims
-	i := strings.LastIndexByte(tok, '.')
-	if i < 0 || !hmac.Equal([]byte(tok[i+1:]), []byte(s.mac(tok[:i]))) {
-		return c, "Invalid token"
-	}
-	_, payload, _ := strings.Cut(tok[:i], ".")
-	data, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil || json.Unmarshal(data, &c) != nil {
-		return c, "Invalid token"
-	}
-	s.mu.Lock()
-	revoked := c.Gen < s.revoked
-	s.mu.Unlock()
-	switch {
-	case revoked:
-		return c, "Token revoked"
-	case !s.clock.Now().Before(time.Unix(c.Exp, 0)):
-		return c, "Token expired"
-	}
-	return c, ""
 }
 
 func writeDetail(w http.ResponseWriter, status int, code, msg string) {
