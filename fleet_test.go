@@ -260,9 +260,18 @@ func TestCorruptLedgerRecord(t *testing.T) {
 // hour: no 429, at most 30 requests in any hour, every token by 3 h 05 min;
 // the agents waiting get ErrRateLimited at once, with nothing sent.
 func TestHostBudgetHealthyStart(t *testing.T) {
+	for name, cache := range map[string]func(t *testing.T) Cache{
+		"memory":    func(*testing.T) Cache { return NewMemoryCache() },
+		"directory": func(t *testing.T) Cache { return fileCache{dir: t.TempDir()} },
+	} {
+		t.Run(name, func(t *testing.T) { hostBudgetHealthyStart(t, cache(t)) })
+	}
+}
+
+func hostBudgetHealthyStart(t *testing.T, cache Cache) {
 	bubble(t, func(t *testing.T) {
 		srv := colonyauthtest.NewUnstarted(colonyauthtest.WithRateLimit(30))
-		agents := newHost(srv, 100, NewMemoryCache())
+		agents := newHost(srv, 100, cache)
 		start := time.Now()
 		runAgents(agents, start.Add(3*time.Hour+6*time.Minute))
 		assert.Zero(t, srv.RateLimited(), "no 429")
@@ -282,10 +291,15 @@ func TestHostBudgetHealthyStart(t *testing.T) {
 // requests in the outage's hour, the first token ≤ 120 s after recovery,
 // every agent's by recovery + 3 h 05 min, no 429.
 func TestHostOneProberDuringOutage(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { hostOneProber(t, NewMemoryCache()) })
+	t.Run("directory", func(t *testing.T) { hostOneProber(t, fileCache{dir: t.TempDir()}) })
+}
+
+func hostOneProber(t *testing.T, cache Cache) {
 	bubble(t, func(t *testing.T) {
 		srv := colonyauthtest.NewUnstarted(colonyauthtest.WithRateLimit(30))
 		srv.Down(http.StatusBadGateway)
-		agents := newHost(srv, 100, NewMemoryCache())
+		agents := newHost(srv, 100, cache)
 		start := time.Now()
 		recovery := start.Add(time.Hour)
 		go func() {
