@@ -77,6 +77,7 @@ type memoryCache struct {
 	tokens map[string]oauth2.Token
 }
 
+// Load returns a copy of the token stored under key, or (nil, nil).
 func (m *memoryCache) Load(key string) (*oauth2.Token, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -87,6 +88,7 @@ func (m *memoryCache) Load(key string) (*oauth2.Token, error) {
 	return &tok, nil
 }
 
+// Store keeps a copy of tok under key.
 func (m *memoryCache) Store(key string, tok *oauth2.Token) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -97,6 +99,7 @@ func (m *memoryCache) Store(key string, tok *oauth2.Token) error {
 	return nil
 }
 
+// Delete forgets the token under key.
 func (m *memoryCache) Delete(key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -85,6 +85,7 @@ type memoryLedger struct {
 	records map[string][]byte
 }
 
+// Update replaces the record name with fn(old) under the ledger's lock.
 func (m *memoryLedger) Update(name string, fn func(old []byte) ([]byte, error)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
