@@ -447,3 +447,22 @@ func countLines(text, substr string) int {
 	}
 	return n
 }
+
+// B21: during an outage no more than 30 single attempts go in any hour,
+// last chances included: with 30 in the last hour, a token about to
+// expire waits for the oldest to leave the hour.
+func TestSingleAttemptsCappedAt30AnHour(t *testing.T) {
+	now := time.Date(2026, 5, 21, 12, 0, 0, 0, time.UTC)
+	h := &hostRecord{Down: ms(now.Add(-3 * time.Hour)), Tries: 40, Last: ms(now.Add(-100 * time.Second))}
+	for i := range probeCap {
+		h.Singles = append(h.Singles, ms(now.Add(-time.Hour+time.Duration(i+1)*110*time.Second)))
+	}
+	n := need{owner: "a", key: "k", stale: true, exp: now.Add(10 * time.Second), retry: DefaultRetry()} // its last chance is due
+	v := h.gate(n, now, 5*time.Minute)
+	assert.Equal(t, deny, v.act, "the last chance would be the 31st in the hour")
+	assert.Equal(t, at(h.Singles[0]).Add(time.Hour), v.until)
+
+	h.Singles = h.Singles[1:] // 29 in the hour: the last chance may go
+	v = h.gate(n, now, 5*time.Minute)
+	assert.Equal(t, send, v.act)
+}

@@ -7,6 +7,7 @@ package colonyauth
 // changes (record).
 
 import (
+	"net/http"
 	"slices"
 	"time"
 )
@@ -176,98 +177,25 @@ func (h *hostRecord) next(stale bool, r RetryConfig, staleGap time.Duration) tim
 }
 
 // gate decides whether a flight may send an attempt now, and reserves what
-// it needs: a slot of the hour's budget, the key, the probe lease.
+// it needs: a slot of the hour's budget, the key, the probe lease. The
+// checks go from the narrowest to the widest: the key, the hour's budget,
+// the outage.
 func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict {
 	h.prune(now)
 	k := h.keyRec(n.key)
-	denyUntil := func(until time.Time, err *Error) verdict {
-		if err != nil {
-			err.RetryAfter = roundUp(until.Sub(now))
-		}
-		return verdict{act: deny, until: until, err: err}
-	}
-	if k.Until > ms(now) && !n.force {
-		return denyUntil(at(k.Until), k.Fail.error(0))
-	}
-	if h.Hold > ms(now) {
-		e := h.Fail.error(0)
-		e.kind, e.Attempts = ErrRateLimited, 0
-		if e.StatusCode != 429 {
-			e.StatusCode, e.Code, e.Message = 429, "", "a 429 seen by a source sharing this cache holds them all"
-		}
-		return denyUntil(at(h.Hold), e)
-	}
-	if k.Busy != "" && k.Busy != n.owner && k.BusyTill > ms(now) {
-		if n.stale {
-			return denyUntil(at(k.BusyTill), nil)
-		}
-		return verdict{act: wait, wait: pollInterval}
-	}
-	if got, gap := at(k.Obtained), k.gap(); k.Obtained != 0 && now.Sub(got) < gap && !n.force {
-		return verdict{act: reload, until: got.Add(gap)}
+	if v, stop := h.keyVerdict(k, n, now); stop {
+		return v
 	}
 	if n.stale {
 		k.Exp = ms(n.exp) // so that sources without a token leave it a slot
 	}
-	if n.limit > 0 {
-		used := len(h.Slots)
-		if reserved := h.expiringSoon(n.key, now); !n.stale && used+reserved >= n.limit && used < n.limit {
-			// Valid tokens that expire soon go first: their agents can
-			// still be saved; one without a token fails either way.
-			until := now.Add(time.Minute)
-			if keep := n.limit - reserved - 1; keep >= 0 && used > keep {
-				until = h.freeAt(keep)
-			}
-			e := &Error{Message: "this host's budget of answers from /auth/token is kept for tokens about to expire (WithHostLimit); nothing was sent", kind: ErrRateLimited}
-			return denyUntil(until, e)
-		}
-		if used >= n.limit {
-			e := &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited}
-			return denyUntil(h.freeAt(n.limit-1), e)
-		}
-		if keep := (2*n.limit+2)/3 - 1; n.early && used > keep { // two thirds of the slots: 19 kept means the 20th is taken
-			return denyUntil(h.freeAt(keep), nil)
-		}
+	if v, stop := h.budgetVerdict(n, now); stop {
+		return v
 	}
 	knownUp := h.Down == 0 && h.OK != 0 && now.Sub(at(h.OK)) < upWindow
-	mine := h.Prober == n.owner
-	if !knownUp && !mine {
-		if h.Prober != "" { // another source probes
-			switch {
-			case n.stale:
-				return denyUntil(at(h.Lease), nil)
-			case h.Down == 0:
-				return verdict{act: wait, wait: pollInterval}
-			}
-			return denyUntil(laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), h.sharedError(true))
-		}
-		if h.Down != 0 {
-			next := h.next(n.stale, n.retry, staleGap)
-			if n.stale {
-				// A last chance: a valid token that would expire before the
-				// next probe gets one just before, so that a recovery in
-				// between still saves it.
-				lc := laterOf(n.exp.Add(-lastChanceLead), at(h.Last).Add(minProbeGap))
-				if h.NotBefore != 0 {
-					lc = laterOf(lc, at(h.NotBefore))
-				}
-				if lc.Before(next) {
-					next = lc
-				}
-			}
-			if singles := len(h.Singles); h.capped(n) && singles >= probeCap { // B21: ≤ 30 an hour
-				next = laterOf(next, at(h.Singles[singles-probeCap]).Add(time.Hour))
-			}
-			if now.Before(next) {
-				switch {
-				case n.stale:
-					return denyUntil(next, nil)
-				case h.Tries <= n.retry.MaxRetries: // the budget is not spent: take it over
-					h.Prober, h.Lease = n.owner, ms(next.Add(leaseTime))
-					return verdict{act: wait, wait: next.Sub(now)}
-				}
-				return denyUntil(next, h.sharedError(false))
-			}
+	if !knownUp && h.Prober != n.owner {
+		if v, stop := h.outageVerdict(n, now, staleGap); stop {
+			return v
 		}
 	}
 	v := verdict{act: send}
@@ -284,6 +212,108 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 	}
 	k.Busy, k.BusyTill = n.owner, ms(now.Add(leaseTime))
 	return v
+}
+
+// denyUntil is a verdict that nothing may be sent before until; err, if
+// any, is what a caller without a token gets.
+func denyUntil(now, until time.Time, err *Error) (verdict, bool) {
+	if err != nil {
+		err.RetryAfter = roundUp(until.Sub(now))
+	}
+	return verdict{act: deny, until: until, err: err}, true
+}
+
+// keyVerdict: the key's remembered failure (B8), a 429 hold (B20), another
+// source exchanging the same key, or one that just did (B22, B27).
+func (h *hostRecord) keyVerdict(k *keyRecord, n need, now time.Time) (verdict, bool) {
+	if k.Until > ms(now) && !n.force {
+		return denyUntil(now, at(k.Until), k.Fail.error(0))
+	}
+	if h.Hold > ms(now) {
+		e := h.Fail.error(0)
+		e.kind, e.Attempts = ErrRateLimited, 0
+		if e.StatusCode != http.StatusTooManyRequests {
+			e.StatusCode, e.Code, e.Message = http.StatusTooManyRequests, "", "a 429 seen by a source sharing this cache holds them all"
+		}
+		return denyUntil(now, at(h.Hold), e)
+	}
+	if k.Busy != "" && k.Busy != n.owner && k.BusyTill > ms(now) {
+		if n.stale {
+			return denyUntil(now, at(k.BusyTill), nil)
+		}
+		return verdict{act: wait, wait: pollInterval}, true
+	}
+	if got, gap := at(k.Obtained), k.gap(); k.Obtained != 0 && now.Sub(got) < gap && !n.force {
+		return verdict{act: reload, until: got.Add(gap)}, true
+	}
+	return verdict{}, false
+}
+
+// budgetVerdict: the hour's answers (B20). Valid tokens about to expire go
+// before sources without one (those fail either way); an early refresh
+// takes only the first two thirds of the slots.
+func (h *hostRecord) budgetVerdict(n need, now time.Time) (verdict, bool) {
+	if n.limit <= 0 {
+		return verdict{}, false
+	}
+	used := len(h.Slots)
+	if reserved := h.expiringSoon(n.key, now); !n.stale && used+reserved >= n.limit && used < n.limit {
+		until := now.Add(time.Minute)
+		if keep := n.limit - reserved - 1; keep >= 0 && used > keep {
+			until = h.freeAt(keep)
+		}
+		return denyUntil(now, until, &Error{Message: "this host's budget of answers from /auth/token is kept for tokens about to expire (WithHostLimit); nothing was sent", kind: ErrRateLimited})
+	}
+	if used >= n.limit {
+		return denyUntil(now, h.freeAt(n.limit-1), &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited})
+	}
+	if keep := (2*n.limit+2)/3 - 1; n.early && used > keep { // two thirds of the slots: 19 kept means the 20th is taken
+		return denyUntil(now, h.freeAt(keep), nil)
+	}
+	return verdict{}, false
+}
+
+// outageVerdict: while /auth/token is not known to be up, one prober at a
+// time (B21), on the schedule of B2 and B18, at most 30 single attempts an
+// hour, with a last chance for a valid token about to expire.
+func (h *hostRecord) outageVerdict(n need, now time.Time, staleGap time.Duration) (verdict, bool) {
+	if h.Prober != "" { // another source probes
+		switch {
+		case n.stale:
+			return denyUntil(now, at(h.Lease), nil)
+		case h.Down == 0:
+			return verdict{act: wait, wait: pollInterval}, true
+		}
+		return denyUntil(now, laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), h.sharedError(true))
+	}
+	if h.Down == 0 {
+		return verdict{}, false // nobody knows: this source asks first
+	}
+	next := h.next(n.stale, n.retry, staleGap)
+	if n.stale {
+		// A last chance: a valid token that would expire before the next
+		// probe gets one just before, so that a recovery in between still
+		// saves it.
+		lc := laterOf(n.exp.Add(-lastChanceLead), at(h.Last).Add(minProbeGap))
+		if h.NotBefore != 0 {
+			lc = laterOf(lc, at(h.NotBefore))
+		}
+		next = minTime(next, lc)
+	}
+	if singles := len(h.Singles); h.capped(n) && singles >= probeCap { // B21: ≤ 30 an hour
+		next = laterOf(next, at(h.Singles[singles-probeCap]).Add(time.Hour))
+	}
+	if !now.Before(next) {
+		return verdict{}, false
+	}
+	switch {
+	case n.stale:
+		return denyUntil(now, next, nil)
+	case h.Tries <= n.retry.MaxRetries: // the budget is not spent: take it over
+		h.Prober, h.Lease = n.owner, ms(next.Add(leaseTime))
+		return verdict{act: wait, wait: next.Sub(now)}, true
+	}
+	return denyUntil(now, next, h.sharedError(false))
 }
 
 // capped reports whether an attempt during an outage counts against the
