@@ -148,11 +148,14 @@ type attemptError struct {
 // before which nothing may be sent again (zero: not remembered).
 func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 	ctx := s.ctx
-	n := need{owner: s.owner, key: s.cacheKey, stale: f.stale, force: f.force, limit: s.hostLimit, retry: s.retry}
+	n := need{owner: s.owner, key: s.cacheKey, stale: f.stale, force: f.force, limit: s.hostLimit, retry: s.retry, spent: s.spent, red: s.red}
 	if cur := s.cur.Load(); f.stale && cur != nil {
 		n.early = cur.exp.Sub(s.clock.Now()) > urgentLeft
 		n.exp = cur.expires
+	} else {
+		n.deadline = s.clock.Now().Add(s.retry.Budget()) // B21: as long as its own schedule would last
 	}
+	said := false
 	for attempts := 0; ; {
 		v, err := s.gate(n)
 		if err != nil {
@@ -160,8 +163,16 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 		}
 		switch v.act {
 		case deny:
+			if v.spent != 0 {
+				s.spent = v.spent
+			}
 			return nil, v.err, v.until
 		case wait:
+			if v.behind && !said {
+				said = true
+				s.log.Warn("colonyauth: /auth/token is failing and another source sharing the cache probes it; waiting for its attempts",
+					"for", roundDuration(n.deadline.Sub(s.clock.Now())))
+			}
 			if err := s.sleep(ctx, v.wait); err != nil {
 				return nil, err, time.Time{}
 			}
@@ -215,45 +226,6 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 			return nil, err, time.Time{}
 		}
 	}
-}
-
-// gate asks the ledger whether an attempt may go now.
-func (s *TokenSource) gate(n need) (v verdict, err *Error) {
-	now, gap := s.clock.Now(), s.staleGap()
-	err = s.update(func(h *hostRecord) { v = h.gate(n, now, gap) })
-	return v, err
-}
-
-// note tells the ledger an attempt's outcome; see hostRecord.record.
-func (s *TokenSource) note(n need, o outcome, slot int64, now time.Time) (goOn bool, next time.Time) {
-	gap := s.staleGap()
-	s.update(func(h *hostRecord) { goOn, next = h.record(n, o, slot, now, gap) })
-	return goOn, next
-}
-
-// update runs fn on the source's record in the shared ledger, or in its
-// own when there is none or the shared one fails (the source then acts
-// alone, and says so once). A Ledger that panics is an error.
-func (s *TokenSource) update(fn func(h *hostRecord)) *Error {
-	if s.ledger != nil {
-		panicked, err := s.protect("the Ledger", func() error { return updateRecord(s.ledger, s.record, s.log, fn) })
-		switch {
-		case panicked != nil:
-			return panicked
-		case err == nil:
-			if s.alone {
-				s.alone = false
-				s.log.Warn("colonyauth: the shared ledger works again; coordinating with the other sources")
-			}
-			return nil
-		}
-		if !s.alone {
-			s.alone = true
-			s.log.Warn("colonyauth: the shared ledger failed; acting alone until it works", "error", s.red.message(err.Error()))
-		}
-	}
-	updateRecord(&s.own, s.record, s.log, fn)
-	return nil
 }
 
 // sleep waits d on the injected clock, or until ctx ends.

@@ -1,8 +1,10 @@
 package colonyauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -77,6 +79,17 @@ type memoryCache struct {
 	tokens map[string]oauth2.Token
 }
 
+// String describes the cache without its tokens, so that no %v, %+v
+// (slog.Any included) or %#v of it prints one (B34).
+func (m *memoryCache) String() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return fmt.Sprintf("colonyauth.MemoryCache(%d tokens)", len(m.tokens))
+}
+
+// GoString is String, for %#v.
+func (m *memoryCache) GoString() string { return m.String() }
+
 // Load returns a copy of the token stored under key, or (nil, nil).
 func (m *memoryCache) Load(key string) (*oauth2.Token, error) {
 	m.mu.Lock()
@@ -113,20 +126,57 @@ func cacheKey(baseURL, apiKey string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// loadCache reads the cache once, before the first exchange; s.mu is held.
-// It reports whether it made a token current, and a panic of the Cache.
-func (s *TokenSource) loadCache() (bool, *Error) {
-	if s.cache == nil || s.cacheLoaded {
+// cacheLoad is the one read of the cache before the first exchange.
+type cacheLoad struct {
+	done   chan struct{}
+	loaded bool   // it made a token current
+	err    *Error // the Cache panicked
+}
+
+// loadCache reads the cache once, before the first exchange, for all the
+// callers that arrive meanwhile. The read runs outside the source's mutex
+// and each caller waits for it only while its ctx lasts, so a slow Cache
+// cannot make callers ignore their deadlines (B32). It reports whether the
+// read made a token current, and a panic of the Cache.
+func (s *TokenSource) loadCache(ctx context.Context) (bool, *Error) {
+	if s.cache == nil {
 		return false, nil
 	}
-	s.cacheLoaded = true
-	st, panicked := s.cachedState()
-	if st == nil {
-		return false, panicked
+	s.mu.Lock()
+	if s.cacheLoaded {
+		s.mu.Unlock()
+		return false, nil
 	}
-	s.cur.Store(st)
-	s.log.Debug("colonyauth: token loaded from cache", "expires", st.exp)
-	return true, nil
+	l := s.loading
+	if l == nil {
+		l = &cacheLoad{done: make(chan struct{})}
+		s.loading = l
+		go s.readCache(l)
+	}
+	s.mu.Unlock()
+	select {
+	case <-l.done:
+		return l.loaded, l.err
+	case <-ctx.Done():
+		return false, &Error{Message: "gave up waiting for the token cache", Err: ctx.Err()}
+	}
+}
+
+// readCache carries out a cacheLoad.
+func (s *TokenSource) readCache(l *cacheLoad) {
+	st, panicked := s.cachedState()
+	s.mu.Lock()
+	if st != nil && s.cur.Load() == nil {
+		s.cur.Store(st)
+		l.loaded = true
+	}
+	l.err = panicked
+	s.cacheLoaded, s.loading = true, nil
+	s.mu.Unlock()
+	close(l.done)
+	if l.loaded {
+		s.log.Debug("colonyauth: token loaded from cache", "expires", st.exp)
+	}
 }
 
 // reloadCache returns the cached token if it is valid and better than the

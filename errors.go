@@ -186,8 +186,10 @@ var kinds = map[string]error{
 	"rate_limited": ErrRateLimited, "unavailable": ErrUnavailable, "malformed": ErrMalformedResponse,
 }
 
-func failureOf(e *Error) *failure {
-	f := &failure{Status: e.StatusCode, Code: e.Code, Message: e.Message, Attempts: e.Attempts}
+// failureOf is e as a record keeps it, its texts redacted with the
+// writer's redactor (B28: nothing secret of one agent reaches another).
+func failureOf(e *Error, red redactor) *failure {
+	f := &failure{Status: e.StatusCode, Code: red.message(e.Code), Message: red.message(e.Message), Attempts: e.Attempts}
 	for name, k := range kinds {
 		if e.kind == k {
 			f.Kind = name

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gofrs/flock"
 	"golang.org/x/oauth2"
 )
 
@@ -53,9 +52,9 @@ func (c fileCache) trusted(create bool) error {
 	case !fi.IsDir():
 		return fmt.Errorf("colonyauth: refusing cache directory %s: not a directory", c.dir)
 	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("colonyauth: refusing cache directory %s: it is group- or world-writable (mode %v); make it 0700", c.dir, fi.Mode().Perm())
+		return fmt.Errorf("colonyauth: refusing cache directory %s: it is group- or world-writable (mode %v): run chmod 700 %s", c.dir, fi.Mode().Perm(), c.dir)
 	case ownedByOther(fi):
-		return fmt.Errorf("colonyauth: refusing cache directory %s: it belongs to another user", c.dir)
+		return fmt.Errorf("colonyauth: refusing cache directory %s: it belongs to another user: use a directory of your own (WithFileCache) or chown it", c.dir)
 	}
 	return nil
 }
@@ -167,19 +166,33 @@ func (c fileCache) Update(name string, fn func(old []byte) ([]byte, error)) erro
 	if err := c.trusted(true); err != nil {
 		return err
 	}
-	lock := flock.New(filepath.Join(c.dir, ".lock"), flock.SetPermissions(0o600))
-	if err := lock.Lock(); err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	path := c.path(name, ".ledger")
-	old, err := c.read(path)
-	if err != nil && c.log != nil {
-		c.log.Debug("colonyauth: ledger record unreadable, treated as empty", "error", err)
-	}
-	data, err := fn(old)
+	unlock, err := lockFile(filepath.Join(c.dir, ".lock"), lockWait)
 	if err != nil {
 		return err
 	}
-	return c.write(path, data)
+	path := c.path(name, ".ledger")
+	var readErr error
+	err = func() error {
+		defer unlock()
+		var old []byte
+		old, readErr = c.read(path)
+		data, err := fn(old)
+		if err != nil {
+			return err
+		}
+		return c.write(path, data)
+	}()
+	if readErr != nil && c.log != nil { // logged with the lock released (B32)
+		c.log.Debug("colonyauth: ledger record unreadable, treated as empty", "error", readErr)
+	}
+	return err
+}
+
+// lockWait is the longest a source waits for the directory's lock (B32):
+// then it acts alone for that attempt.
+const lockWait = time.Second
+
+// lockTimeout is the error of a lock that another process held too long.
+func lockTimeout(dir string, wait time.Duration) error {
+	return fmt.Errorf("colonyauth: the lock of cache directory %s was held by another process for more than %v (a stopped or frozen process?); acting alone for this attempt", dir, wait)
 }

@@ -2,6 +2,7 @@ package colonyauth
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,6 +62,7 @@ type agent struct {
 	src      *TokenSource
 	got      time.Time // its first token
 	failures int
+	waits    int   // calls that waited for another source's probes and failed
 	badErr   error // an error that is not what B20/B21 promise
 }
 
@@ -82,8 +84,15 @@ func runAgents(agents []*agent, end time.Time) {
 						a.badErr = err
 					}
 				}
-				if time.Since(start) > time.Second && e0(err) {
-					a.badErr = errors.New("a caller waited for an error with nothing sent")
+				if waited := time.Since(start); waited > time.Second && e0(err) {
+					// B21: a caller without a token waits for the prober at
+					// most as long as its own schedule would have lasted,
+					// once per outage; later calls fail at once.
+					a.waits++
+					if waited > DefaultRetry().Budget()+10*time.Second { // + turns at a contended lock
+
+						a.badErr = fmt.Errorf("a caller waited %v for an error with nothing sent", waited)
+					}
 				}
 				time.Sleep(10 * time.Second)
 			}
@@ -177,9 +186,9 @@ func TestLedgerUpdateIsAtomic(t *testing.T) {
 	for name, l := range map[string]Ledger{"memory": NewMemoryCache().(Ledger), "file": fileCache{dir: t.TempDir()}} {
 		t.Run(name, func(t *testing.T) {
 			var wg sync.WaitGroup
-			for range 50 {
+			for range 20 {
 				wg.Go(func() {
-					for range 4 {
+					for range 10 {
 						require.NoError(t, l.Update("counter", func(old []byte) ([]byte, error) {
 							return append(old, 'x'), nil
 						}))
@@ -231,15 +240,19 @@ func TestLedgerOffTheCachedPath(t *testing.T) {
 
 		l.fail.Store(true)
 		for range 3 {
+			time.Sleep(time.Minute) // B27: not a token rejected right after its exchange
 			s.Invalidate(mustToken(t, s))
 			mustToken(t, s)
 		}
 		assert.Equal(t, 4, srv.Exchanges())
 		assert.Equal(t, 1, countLines(logs.String(), "acting alone"), "said once")
+		require.ErrorContains(t, s.Alone(), "ledger offline", "the reason is kept")
 		l.fail.Store(false)
+		time.Sleep(time.Minute)
 		s.Invalidate(mustToken(t, s))
 		mustToken(t, s)
 		assert.Equal(t, 1, countLines(logs.String(), "works again"))
+		assert.NoError(t, s.Alone(), "coordinating again")
 	})
 }
 
@@ -252,7 +265,7 @@ func TestCorruptLedgerRecord(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, ledgerName(srv.URL)+".ledger"), []byte("{not json"), 0o600))
 		s := New(srv.APIKey, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithFileCache(dir), WithLogger(logs.logger()))
 		mustToken(t, s)
-		assert.Contains(t, logs.String(), "level=DEBUG msg=\"colonyauth: corrupt ledger record")
+		assert.Contains(t, logs.String(), "level=DEBUG msg=\"colonyauth: shared ledger record: not a JSON object")
 	})
 }
 
@@ -315,6 +328,7 @@ func hostOneProber(t *testing.T, cache Cache) {
 		for i, a := range agents {
 			require.False(t, a.got.IsZero(), "agent %d has no token", i)
 			assert.NoError(t, a.badErr, "agent %d", i)
+			assert.LessOrEqual(t, a.waits, 1, "agent %d waited for the prober once, then failed at once", i)
 			first, last = min(first, a.got.Sub(recovery)), max(last, a.got.Sub(recovery))
 		}
 		assert.LessOrEqual(t, first, 120*time.Second)
@@ -417,24 +431,27 @@ func TestFailureStateSurvivesRestart(t *testing.T) {
 		_, err = restart(srv.APIKey).Token()
 		require.ErrorIs(t, err, ErrUnavailable)
 		assert.Equal(t, 1+7, srv.Exchanges())
-		for range 5 {
+		spent := time.Now()
+		for range 3 {
 			time.Sleep(5 * time.Second)
 			_, err = restart(srv.APIKey).Token()
 			require.ErrorIs(t, err, ErrUnavailable)
 		}
-		assert.Equal(t, 1+7, srv.Exchanges(), "a crash-looping agent waits for the next probe")
-		time.Sleep(5 * time.Second)
-		_, err = restart(srv.APIKey).Token()
-		require.ErrorIs(t, err, ErrUnavailable)
-		assert.Equal(t, 1+8, srv.Exchanges(), "one single attempt 30 s after the spent budget")
+		// Each restarted process waited for the host's next single attempt
+		// and made it: 30 s after the spent budget, then 60 s and 120 s
+		// later (B18), none in between.
+		times := tokenRequests(srv)[1+7:]
+		require.Len(t, times, 3)
+		assert.Equal(t, seconds(30, 60, 120), []time.Duration{times[0].Sub(spent), times[1].Sub(times[0]), times[2].Sub(times[1])})
 
 		srv.Up()
 		time.Sleep(time.Minute)
 		tok := mustToken(t, restart(srv.APIKey))
+		assert.Equal(t, times[2].Add(120*time.Second), time.Now(), "the next single attempt brings the token")
 		for range 5 {
 			assert.Equal(t, tok.AccessToken, mustToken(t, restart(srv.APIKey)).AccessToken)
 		}
-		assert.Equal(t, 1+8+1, srv.Exchanges(), "a crash-looping agent with a cached token sends nothing")
+		assert.Equal(t, 1+7+3+1, srv.Exchanges(), "a crash-looping agent with a cached token sends nothing")
 	})
 }
 

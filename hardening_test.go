@@ -111,7 +111,7 @@ func TestRedactionEverywhere(t *testing.T) {
 	forms := []string{
 		key,
 		jsonEscape(key),
-		asciiJSON(jsonEscape(key)),
+		asciiJSON(jsonEscape(key), false),
 		strings.ReplaceAll(jsonEscape(key), "/", `\/`),
 		url.QueryEscape(key),
 		url.PathEscape(key),

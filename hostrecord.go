@@ -25,6 +25,7 @@ const (
 	probeCap       = 30                     // B21: single attempts an hour during an outage, the last chances included
 	waitingGap     = 125 * time.Second      // the 120 s cadence while valid tokens wait: 28 an hour, room for last chances
 	minProbeGap    = 10 * time.Second       // ... but never sooner than this after the last probe
+	needLife       = time.Minute            // a recorded need lasts this long past its wait (B20)
 )
 
 // probeGaps are the waits between single attempts once a budget is spent
@@ -34,6 +35,7 @@ var probeGaps = [...]time.Duration{30 * time.Second, 60 * time.Second, 120 * tim
 // hostRecord is the shared state of one base URL's /auth/token. Times are
 // Unix milliseconds; zero means unset.
 type hostRecord struct {
+	At        int64                 `json:"at,omitempty"`      // when it was written
 	Slots     []int64               `json:"slots,omitempty"`   // counted answers of the last hour, and reservations
 	OK        int64                 `json:"ok,omitempty"`      // the last answer from the Colony itself
 	Hold      int64                 `json:"hold,omitempty"`    // a 429: nothing is sent before this
@@ -59,6 +61,7 @@ type keyRecord struct {
 	Fail     *failure `json:"fail,omitempty"`      // ... and what it was
 	Exp      int64    `json:"exp,omitempty"`       // a valid token waiting for its refresh expires then
 	Gap      int64    `json:"gap,omitempty"`       // ms before the key's next exchange (B27); 0 = a minute
+	Want     int64    `json:"want,omitempty"`      // a source of this key waits for a slot until then (B20)
 }
 
 // gap is the least time between two exchanges of the key.
@@ -91,6 +94,12 @@ type need struct {
 	exp   time.Time // stale: when the valid token becomes unusable
 	limit int       // WithHostLimit, 0 = none
 	retry RetryConfig
+	// A caller without a token waits for another source's probes until
+	// deadline (its own B2 budget from its first call), unless it has
+	// already spent that wait in the outage that started at spent (B21).
+	deadline time.Time
+	spent    int64
+	red      redactor // the writer's: what goes into the record is redacted with it
 }
 
 // Verdicts of the gate.
@@ -102,11 +111,13 @@ const (
 )
 
 type verdict struct {
-	act   int
-	wait  time.Duration
-	until time.Time
-	err   *Error
-	slot  int64 // the reserved slot, 0 if none
+	act    int
+	wait   time.Duration
+	until  time.Time
+	err    *Error
+	slot   int64 // the reserved slot, 0 if none
+	behind bool  // wait: for another source's probes of an outage
+	spent  int64 // deny: this caller spent its wait in the outage that started then
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
@@ -119,7 +130,7 @@ func (h *hostRecord) prune(now time.Time) {
 	h.Slots = slices.DeleteFunc(h.Slots, func(s int64) bool { return now.Sub(at(s)) >= slotLife })
 	h.Singles = slices.DeleteFunc(h.Singles, func(s int64) bool { return now.Sub(at(s)) >= time.Hour })
 	for k, r := range h.Keys {
-		if r.BusyTill <= ms(now) && r.Until <= ms(now) && r.Exp <= ms(now) && now.Sub(at(r.Obtained)) >= minExchange {
+		if r.BusyTill <= ms(now) && r.Until <= ms(now) && r.Exp <= ms(now) && r.Want <= ms(now) && now.Sub(at(r.Obtained)) >= minExchange {
 			delete(h.Keys, k)
 		}
 	}
@@ -179,16 +190,26 @@ func (h *hostRecord) next(stale bool, r RetryConfig, staleGap time.Duration) tim
 // gate decides whether a flight may send an attempt now, and reserves what
 // it needs: a slot of the hour's budget, the key, the probe lease. The
 // checks go from the narrowest to the widest: the key, the hour's budget,
-// the outage.
-func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict {
+// the outage. A source that is refused or waits records its need, so that
+// the others see it (B20).
+func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) (v verdict) {
 	h.prune(now)
 	k := h.keyRec(n.key)
-	if v, stop := h.keyVerdict(k, n, now); stop {
-		return v
-	}
+	k.Exp = 0
 	if n.stale {
 		k.Exp = ms(n.exp) // so that sources without a token leave it a slot
 	}
+	if v, stop := h.keyVerdict(k, n, now); stop {
+		if k.Until <= ms(now) || n.force { // not a remembered failure: a need that waits
+			k.Want = ms(laterOf(v.until, now).Add(needLife))
+		}
+		return v
+	}
+	defer func() {
+		if v.act != send {
+			k.Want = ms(laterOf(v.until, now).Add(v.wait + needLife))
+		}
+	}()
 	if v, stop := h.budgetVerdict(n, now); stop {
 		return v
 	}
@@ -198,7 +219,7 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 			return v
 		}
 	}
-	v := verdict{act: send}
+	v = verdict{act: send}
 	if n.limit > 0 {
 		v.slot = ms(now)
 		for slices.Contains(h.Slots, v.slot) { // one slot, one value
@@ -210,7 +231,7 @@ func (h *hostRecord) gate(n need, now time.Time, staleGap time.Duration) verdict
 		h.Prober, h.Lease = n.owner, ms(now.Add(leaseTime))
 		h.Single = h.Down != 0 && h.capped(n)
 	}
-	k.Busy, k.BusyTill = n.owner, ms(now.Add(leaseTime))
+	k.Busy, k.BusyTill, k.Want = n.owner, ms(now.Add(leaseTime)), 0
 	return v
 }
 
@@ -251,7 +272,8 @@ func (h *hostRecord) keyVerdict(k *keyRecord, n need, now time.Time) (verdict, b
 
 // budgetVerdict: the hour's answers (B20). Valid tokens about to expire go
 // before sources without one (those fail either way); an early refresh
-// takes only the first two thirds of the slots.
+// takes only the first two thirds of the slots, and only while no source
+// without a token, or with a token that expires sooner, waits for one.
 func (h *hostRecord) budgetVerdict(n need, now time.Time) (verdict, bool) {
 	if n.limit <= 0 {
 		return verdict{}, false
@@ -267,15 +289,35 @@ func (h *hostRecord) budgetVerdict(n need, now time.Time) (verdict, bool) {
 	if used >= n.limit {
 		return denyUntil(now, h.freeAt(n.limit-1), &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited})
 	}
-	if keep := (2*n.limit+2)/3 - 1; n.early && used > keep { // two thirds of the slots: 19 kept means the 20th is taken
+	if !n.early {
+		return verdict{}, false
+	}
+	if keep := (2*n.limit+2)/3 - 1; used > keep { // two thirds of the slots: 19 kept means the 20th is taken
 		return denyUntil(now, h.freeAt(keep), nil)
+	}
+	if h.moreUrgent(n, now) {
+		return denyUntil(now, now.Add(needLife), nil)
 	}
 	return verdict{}, false
 }
 
+// moreUrgent reports whether another key waits for a slot without a valid
+// token, or with one that expires before n's: an early refresh leaves it
+// the slot (B20).
+func (h *hostRecord) moreUrgent(n need, now time.Time) bool {
+	for k, r := range h.Keys {
+		if k != n.key && r.Want > ms(now) && (r.Exp <= ms(now) || r.Exp < ms(n.exp)) {
+			return true
+		}
+	}
+	return false
+}
+
 // outageVerdict: while /auth/token is not known to be up, one prober at a
 // time (B21), on the schedule of B2 and B18, at most 30 single attempts an
-// hour, with a last chance for a valid token about to expire.
+// hour, with a last chance for a valid token about to expire. A caller
+// without a token waits for the prober's outcome as long as its own B2
+// schedule would have lasted.
 func (h *hostRecord) outageVerdict(n need, now time.Time, staleGap time.Duration) (verdict, bool) {
 	if h.Prober != "" { // another source probes
 		switch {
@@ -284,7 +326,7 @@ func (h *hostRecord) outageVerdict(n need, now time.Time, staleGap time.Duration
 		case h.Down == 0:
 			return verdict{act: wait, wait: pollInterval}, true
 		}
-		return denyUntil(now, laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), h.sharedError(true))
+		return h.waitOrDeny(n, now, laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), true)
 	}
 	if h.Down == 0 {
 		return verdict{}, false // nobody knows: this source asks first
@@ -313,7 +355,22 @@ func (h *hostRecord) outageVerdict(n need, now time.Time, staleGap time.Duration
 		h.Prober, h.Lease = n.owner, ms(next.Add(leaseTime))
 		return verdict{act: wait, wait: next.Sub(now)}, true
 	}
-	return denyUntil(now, next, h.sharedError(false))
+	return h.waitOrDeny(n, now, next, false)
+}
+
+// waitOrDeny answers a caller without a token during an outage, when the
+// next attempt (another source's, or its own) is due at next. It waits for
+// it while its own B2 schedule would have lasted (never worse off than
+// alone); once that wait is spent it gets the shared error, and in the
+// same outage fails at once until an attempt is due (B18, B21).
+func (h *hostRecord) waitOrDeny(n need, now, next time.Time, otherProbes bool) (verdict, bool) {
+	if now.Before(n.deadline) && h.Down != n.spent {
+		w := max(min(next.Sub(now), n.deadline.Sub(now)), pollInterval)
+		return verdict{act: wait, wait: w, behind: otherProbes}, true
+	}
+	v, _ := denyUntil(now, next, h.sharedError(otherProbes))
+	v.spent = h.Down
+	return v, true
 }
 
 // capped reports whether an attempt during an outage counts against the
@@ -402,7 +459,7 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 	}
 	switch {
 	case o.err == nil:
-		k.Obtained, k.Until, k.Fail, k.Exp, k.Gap = ms(now), 0, nil, 0, exchangeGap(o.life).Milliseconds()
+		k.Obtained, k.Until, k.Fail, k.Exp, k.Gap, k.Want = ms(now), 0, nil, 0, exchangeGap(o.life).Milliseconds(), 0
 	case errorIs(o.err, ErrRateLimited): // B18: held for all, 60 s doubling to 1 h without Retry-After
 		h.Strikes++
 		hold := o.retryAfter
@@ -410,13 +467,13 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 			hold = min(time.Minute<<min(h.Strikes-1, 10), maxRateHold)
 		}
 		o.err.RetryAfter = hold
-		h.Hold, h.Fail = ms(now.Add(hold)), failureOf(o.err)
+		h.Hold, h.Fail = ms(now.Add(hold)), failureOf(o.err, n.red)
 	case o.retried: // an outage: B2's schedule, then B18's single attempts
 		if h.Down == 0 {
 			h.Down = ms(now)
 		}
 		h.Tries++
-		h.Last, h.Fail, h.NotBefore = ms(now), failureOf(o.err), 0
+		h.Last, h.Fail, h.NotBefore = ms(now), failureOf(o.err, n.red), 0
 		if h.Single {
 			h.Singles = append(h.Singles, ms(now))
 		}
@@ -434,7 +491,7 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 		}
 	default: // a bad key, a 2FA failure, any other answer: remembered for the key (B8)
 		wait := coolDown + coolDown - jitter(coolDown, n.retry.Jitter)
-		k.Until, k.Fail = ms(now.Add(wait)), failureOf(o.err)
+		k.Until, k.Fail, k.Want = ms(now.Add(wait)), failureOf(o.err, n.red), 0
 		o.err.RetryAfter = wait
 	}
 	return goOn, next

@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
+	"errors"
+	"fmt"
 	"sync"
+	"time"
 )
 
 // Ledger is an optional interface of a Cache. Sources whose caches share a
@@ -64,18 +66,28 @@ func ledgerName(baseURL string) string {
 	return "host-" + hex.EncodeToString(sum[:12])
 }
 
-// updateRecord runs fn on the decoded record of name in l. A record that
-// cannot be decoded is treated as empty, and logged.
-func updateRecord(l Ledger, name string, log *slog.Logger, fn func(h *hostRecord)) error {
-	return l.Update(name, func(old []byte) ([]byte, error) {
-		var h hostRecord
-		if len(old) > 0 && json.Unmarshal(old, &h) != nil {
-			log.Debug("colonyauth: corrupt ledger record, treated as empty", "record", name)
+// updateRecord runs fn on the record name in l, read as untrusted input
+// (decodeRecord). fn runs under recover inside the function given to
+// Update, whatever the Ledger: a record that makes it panic is replaced by
+// an empty one and fn runs again on that, so a poisoned record costs one
+// decision, never a crash or a stuck host (B31). What is worth logging
+// comes back as note, to be logged once the Ledger's lock is released
+// (B32).
+func updateRecord(l Ledger, name string, now time.Time, red redactor, fn func(h *hostRecord)) (note string, err error) {
+	err = l.Update(name, func(old []byte) ([]byte, error) {
+		h, problem := decodeRecord(old, now, red)
+		note = problem
+		if perr := safely(func() { fn(&h) }); perr != nil {
+			note = "a decision on it failed (" + red.message(perr.Error()) + "); replaced by an empty record"
 			h = hostRecord{}
+			if perr := safely(func() { fn(&h) }); perr != nil {
+				return nil, fmt.Errorf("colonyauth: deciding on an empty ledger record failed: %s", red.message(perr.Error()))
+			}
 		}
-		fn(&h)
+		h.At = ms(now)
 		return json.Marshal(&h)
 	})
+	return note, err
 }
 
 // memoryLedger is a Ledger in memory: what NewMemoryCache shares, and what
@@ -97,5 +109,72 @@ func (m *memoryLedger) Update(name string, fn func(old []byte) ([]byte, error)) 
 		m.records = map[string][]byte{}
 	}
 	m.records[name] = data
+	return nil
+}
+
+// gate asks the ledger whether an attempt may go now.
+func (s *TokenSource) gate(n need) (v verdict, err *Error) {
+	now, gap := s.clock.Now(), s.staleGap()
+	err = s.update(now, func(h *hostRecord) { v = h.gate(n, now, gap) })
+	return v, err
+}
+
+// note tells the ledger an attempt's outcome; see hostRecord.record.
+func (s *TokenSource) note(n need, o outcome, slot int64, now time.Time) (goOn bool, next time.Time) {
+	gap := s.staleGap()
+	s.update(now, func(h *hostRecord) { goOn, next = h.record(n, o, slot, now, gap) })
+	return goOn, next
+}
+
+// update runs fn on the source's record in the shared Ledger, or in its
+// own when there is none or the shared one fails (or its lock is held too
+// long): the source then acts alone for this attempt, says so once at
+// Warn with the reason, and Alone reports it until the Ledger works again.
+// A Ledger that panics is an error of this call (B24).
+func (s *TokenSource) update(now time.Time, fn func(h *hostRecord)) *Error {
+	if s.ledger != nil {
+		var note string
+		panicked, err := s.protect("the Ledger", func() (err error) {
+			note, err = updateRecord(s.ledger, s.record, now, s.red, fn)
+			return err
+		})
+		if note != "" { // logged now that the Ledger's lock is released (B32)
+			s.log.Debug("colonyauth: shared ledger record: "+note, "record", s.record)
+		}
+		switch {
+		case panicked != nil:
+			return panicked
+		case err == nil:
+			if s.aloneErr.Swap(nil) != nil {
+				s.log.Warn("colonyauth: the shared cache works again; coordinating with the other sources")
+			}
+			return nil
+		}
+		reason := errors.New(s.red.message(err.Error()))
+		if s.aloneErr.Swap(&reason) == nil {
+			s.log.Warn("colonyauth: cannot coordinate through the shared cache; acting alone until it works (sources acting alone do not share the host's 30 exchanges an hour)",
+				"reason", reason.Error())
+		}
+	}
+	if note, _ := updateRecord(&s.own, s.record, now, s.red, fn); note != "" {
+		s.log.Debug("colonyauth: ledger record: "+note, "record", s.record)
+	}
+	return nil
+}
+
+// Alone reports why the source is acting alone instead of coordinating
+// with the other sources that share its Cache's Ledger (B19–B23): the
+// reason the Ledger last failed (a refused cache directory, a lock held
+// too long, Redis down), with what to do. It is nil while the source
+// coordinates, and for a source without a Ledger. A source acting alone
+// still works, but the host's budget and its one prober are then not
+// shared: a fleet of sources acting alone can spend the Colony's limit.
+func (s *TokenSource) Alone() error {
+	if s.usable() != nil {
+		return nil
+	}
+	if err := s.aloneErr.Load(); err != nil {
+		return fmt.Errorf("colonyauth: acting alone: %w", *err)
+	}
 	return nil
 }

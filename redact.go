@@ -1,9 +1,7 @@
 package colonyauth
 
 import (
-	"encoding/json"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -38,9 +36,7 @@ func (r redactor) with(secret string) redactor {
 
 func (r redactor) text(s string) string {
 	for _, secret := range r.secrets {
-		for _, enc := range encodings {
-			s = redactEchoes(s, enc(secret), enc(runePrefix(secret, echoPrefix)))
-		}
+		s = redactEchoes(s, []rune(secret))
 	}
 	s = jwtLike.ReplaceAllString(s, redacted)
 	return colKey.ReplaceAllString(s, redacted)
@@ -88,39 +84,160 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
-// encodings are the forms in which a server may echo a secret: as it is,
-// JSON-escaped (Go's \u003c style, Python's ASCII-only style, and with \/),
-// and URL-encoded.
-var encodings = []func(string) string{
-	func(s string) string { return s },
-	jsonEscape,
-	func(s string) string { return asciiJSON(jsonEscape(s)) },
-	func(s string) string { return strings.ReplaceAll(jsonEscape(s), "/", `\/`) },
-	url.QueryEscape,
-	url.PathEscape,
-}
-
-// jsonEscape is s as it appears inside a JSON string written by Go.
-func jsonEscape(s string) string {
-	b, _ := json.Marshal(s) // a string always marshals
-	return string(b[1 : len(b)-1])
-}
-
-// asciiJSON escapes every non-ASCII rune of a JSON string's content as
-// \uXXXX, as Python's json.dumps does by default.
-func asciiJSON(s string) string {
+// redactEchoes replaces by [REDACTED] every echo in s of at least the
+// first echoPrefix characters of secret, to the echo's end (B28). An echo
+// is found in whatever form a server may write it, character by character
+// (see echoEnd), so an echo that changes form midway (a '/' escaped as \/
+// past the 8th character, a non-ASCII character as \u00e9 or %C3%A9) is
+// still removed whole.
+func redactEchoes(s string, secret []rune) string {
+	if len(secret) == 0 {
+		return s
+	}
+	first := string(secret[0])[0]
 	var b strings.Builder
-	for _, r := range s {
-		if r < utf8.RuneSelf {
-			b.WriteRune(r)
+	last := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != first && c != '\\' && c != '%' {
 			continue
 		}
-		for _, u := range utf16Units(r) {
-			b.WriteString(`\u`)
-			b.WriteString(strings.ToLower(hex4(u)))
+		if end := echoEnd(s, i, secret); end > 0 {
+			b.WriteString(s[last:i])
+			b.WriteString(redacted)
+			last, i = end, end-1
 		}
 	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
 	return b.String()
+}
+
+// echoEnd returns where an echo of secret that starts at s[i] ends, or -1
+// if fewer than echoPrefix of its characters (all of a shorter secret)
+// are echoed there. Each character may be written as it is, JSON-escaped
+// (\uXXXX in either case of hex, a surrogate pair, \/ \" \\), or
+// URL-encoded (%XX in either case of hex, per UTF-8 byte); between two
+// characters the echo may be broken across lines (a newline, raw or
+// escaped, and the next line's indentation).
+func echoEnd(s string, i int, secret []rune) int {
+	p, n := i, 0
+	for _, r := range secret {
+		q := p
+		if n > 0 {
+			q = skipBreak(s, q)
+		}
+		w := runeAt(s, q, r)
+		if w == 0 && q != p {
+			w, q = runeAt(s, p, r), p
+		}
+		if w == 0 {
+			break
+		}
+		p, n = q+w, n+1
+	}
+	if n < min(echoPrefix, len(secret)) {
+		return -1
+	}
+	return p
+}
+
+// skipBreak skips a line break at s[p:] (CR, LF, or their JSON escapes)
+// and the spaces or tabs after it.
+func skipBreak(s string, p int) int {
+	q := p
+	for q < len(s) {
+		switch {
+		case s[q] == '\r' || s[q] == '\n':
+			q++
+		case strings.HasPrefix(s[q:], `\r`) || strings.HasPrefix(s[q:], `\n`):
+			q += 2
+		default:
+			if q == p {
+				return p
+			}
+			for q < len(s) && (s[q] == ' ' || s[q] == '\t') {
+				q++
+			}
+			return q
+		}
+	}
+	return q
+}
+
+// runeAt returns the length of r written at s[p:] in one of the forms of
+// echoEnd, or 0 if it is not there.
+func runeAt(s string, p int, r rune) int {
+	t := s[p:]
+	var enc [utf8.UTFMax]byte
+	raw := enc[:utf8.EncodeRune(enc[:], r)]
+	if w := encodedAt(t, r, raw); w > 0 { // first: a raw '%' or '\\' may also start an encoded one
+		return w
+	}
+	if strings.HasPrefix(t, string(raw)) {
+		return len(raw)
+	}
+	return 0
+}
+
+// encodedAt is runeAt for the encoded forms of r (raw is its UTF-8).
+func encodedAt(t string, r rune, raw []byte) int {
+	if len(t) < 2 {
+		return 0
+	}
+	switch {
+	case t[0] == '%': // URL-encoded, byte by byte
+		k := 0
+		for _, c := range raw {
+			if len(t) < k+3 || t[k] != '%' || !hexByte(t[k+1:k+3], c) {
+				return 0
+			}
+			k += 3
+		}
+		return k
+	case t[0] != '\\':
+		return 0
+	case t[1] == byte(r) && (r == '/' || r == '"' || r == '\\'):
+		return 2
+	}
+	units := utf16Units(r)
+	k := 0
+	for _, u := range units {
+		if len(t) < k+6 || t[k] != '\\' || t[k+1] != 'u' || !hexUnit(t[k+2:k+6], u) {
+			return 0
+		}
+		k += 6
+	}
+	return k
+}
+
+// hexByte reports whether h (two hex digits, either case) is c.
+func hexByte(h string, c byte) bool {
+	v, ok := hexValue(h)
+	return ok && v == uint32(c)
+}
+
+// hexUnit reports whether h (four hex digits, either case) is u.
+func hexUnit(h string, u uint16) bool {
+	v, ok := hexValue(h)
+	return ok && v == uint32(u)
+}
+
+func hexValue(h string) (uint32, bool) {
+	var v uint32
+	for i := 0; i < len(h); i++ {
+		c := h[i] | 0x20 // lower case
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint32(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint32(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 func utf16Units(r rune) []uint16 {
@@ -129,43 +246,4 @@ func utf16Units(r rune) []uint16 {
 	}
 	r -= 0x10000
 	return []uint16{uint16(0xd800 + (r >> 10)), uint16(0xdc00 + (r & 0x3ff))}
-}
-
-func hex4(u uint16) string {
-	const digits = "0123456789abcdef"
-	return string([]byte{digits[u>>12], digits[u>>8&15], digits[u>>4&15], digits[u&15]})
-}
-
-// runePrefix returns the first n runes of s.
-func runePrefix(s string, n int) string {
-	for i := range s {
-		if n == 0 {
-			return s[:i]
-		}
-		n--
-	}
-	return s
-}
-
-// redactEchoes replaces every run of s that starts with prefix and goes on
-// as full does (an echo of at least the prefix of a secret) by [REDACTED].
-func redactEchoes(s, full, prefix string) string {
-	if prefix == "" || !strings.Contains(s, prefix) {
-		return s
-	}
-	var b strings.Builder
-	for {
-		i := strings.Index(s, prefix)
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		n := len(prefix)
-		for n < len(full) && i+n < len(s) && s[i+n] == full[n] {
-			n++
-		}
-		b.WriteString(s[:i])
-		b.WriteString(redacted)
-		s = s[i+n:]
-	}
 }

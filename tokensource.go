@@ -65,6 +65,11 @@ const (
 // the token's real expiry, a time.Time. Returned tokens are shared: treat
 // them as read-only.
 type TokenSource struct {
+	*source // behind a pointer, so that no %v or %+v of a TokenSource value prints its key (B34)
+}
+
+// source is a TokenSource's state.
+type source struct {
 	key       string
 	payload   []byte // the request body, when it does not change (no WithTOTP)
 	tokenURL  string
@@ -88,12 +93,16 @@ type TokenSource struct {
 	cur atomic.Pointer[state] // read without locking on the fast path
 
 	mu          sync.Mutex
-	flight      *flight   // the exchange in progress, if any
-	cacheLoaded bool      // the cache was read once
-	failErr     *Error    // remembered failure ...
-	failUntil   time.Time // ... returned without a request until this
-	force       bool      // the token was invalidated: exchange even within the minute
-	alone       bool      // the shared ledger failed: acting alone (flight goroutine only)
+	flight      *flight               // the exchange in progress, if any
+	cacheLoaded bool                  // the cache was read once ...
+	loading     *cacheLoad            // ... or is being read
+	failErr     *Error                // remembered failure ...
+	failUntil   time.Time             // ... returned without a request until this
+	force       bool                  // the token was invalidated: exchange even within the minute
+	rejects     int                   // tokens invalidated within a minute of their exchange, in a row (B27) ...
+	lastReject  time.Time             // ... the last at
+	aloneErr    atomic.Pointer[error] // why the shared ledger failed: acting alone (B19)
+	spent       int64                 // the outage in which a caller spent its wait for the prober (B21; flight goroutine only)
 
 	cacheMu sync.Mutex // orders cache writes with Invalidate
 	revoked string     // the last invalidated token, never to be stored again
@@ -121,7 +130,7 @@ func New(apiKey string, opts ...Option) *TokenSource {
 		}
 		opt(&o)
 	}
-	s := &TokenSource{
+	s := &TokenSource{&source{
 		key:   apiKey,
 		clock: o.clock,
 		retry: o.retry,
@@ -131,7 +140,7 @@ func New(apiKey string, opts ...Option) *TokenSource {
 		cache: o.cache,
 		red:   redactor{}.with(apiKey),
 		owner: randomID(),
-	}
+	}}
 	if s.log == nil {
 		s.log = discardLogger
 	}
@@ -174,7 +183,7 @@ func (s *TokenSource) usable() *Error {
 	switch {
 	case s == nil:
 		return configError(nil, "nil *TokenSource: use colonyauth.New")
-	case s.clock == nil:
+	case s.source == nil:
 		return configError(nil, "zero TokenSource: use colonyauth.New")
 	case s.err != nil:
 		return s.err.(*Error)
@@ -191,7 +200,7 @@ func randomID() string {
 // String describes the source without its key: the base URL and a short
 // fingerprint of the key, enough to tell two sources apart in a log.
 func (s *TokenSource) String() string {
-	if s == nil {
+	if s == nil || s.source == nil {
 		return "colonyauth.TokenSource(nil)"
 	}
 	sum := sha256.Sum256([]byte(s.key))
@@ -221,7 +230,7 @@ func (s *TokenSource) Token() (*oauth2.Token, error) {
 // retries; if that exchange fails, the error is remembered for a cool-down
 // during which calls fail at once without a request.
 func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
-	if s == nil || s.clock == nil || s.err != nil {
+	if s == nil || s.source == nil || s.err != nil {
 		return nil, s.usable()
 	}
 	if st := s.cur.Load(); st != nil && s.clock.Now().Before(st.due) {
@@ -234,13 +243,12 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 }
 
 func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
+	loaded, err := s.loadCache(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for {
 		s.mu.Lock()
-		loaded, panicked := s.loadCache()
-		if panicked != nil {
-			s.mu.Unlock()
-			return nil, panicked
-		}
 		now := s.clock.Now()
 		st := s.cur.Load()
 		if st != nil && now.Before(st.due) {
@@ -386,7 +394,7 @@ func (s *TokenSource) staleGap() time.Duration {
 // the minute that otherwise separates two exchanges of one key). Any other
 // token is ignored, so a late 401 for an old token cannot drop a new one.
 func (s *TokenSource) Invalidate(tok *oauth2.Token) {
-	if s == nil || s.clock == nil || tok == nil {
+	if s == nil || s.source == nil || tok == nil {
 		return
 	}
 	s.mu.Lock()
@@ -397,12 +405,40 @@ func (s *TokenSource) Invalidate(tok *oauth2.Token) {
 	}
 	s.cur.Store(nil)
 	s.failErr, s.failUntil, s.force = nil, time.Time{}, true
+	s.holdAfterRejects(st)
 	s.mu.Unlock()
 
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
 	s.revoked = tok.AccessToken
 	s.deleteCache()
+}
+
+// holdAfterRejects counts tokens invalidated within a minute of their
+// exchange (B27): the first is exchanged again at once, but while it
+// repeats the next exchange waits a minute from the last, then 2, 4, 8
+// and at most 10 minutes, so that an API that rejects every token costs a
+// few exchanges an hour, not one per request. s.mu is held.
+func (s *TokenSource) holdAfterRejects(st *state) {
+	now := s.clock.Now()
+	fresh := now.Sub(st.obtained) < minExchange
+	if !fresh || now.Sub(s.lastReject) > 2*maxServerWait {
+		s.rejects = 0
+	}
+	if !fresh {
+		return
+	}
+	s.rejects++
+	s.lastReject = now
+	if s.rejects < 2 {
+		return
+	}
+	wait := min(minExchange<<min(s.rejects-2, 4), maxServerWait)
+	if until := st.obtained.Add(wait); until.After(now) {
+		s.failUntil = until
+		s.failErr = &Error{kind: ErrRateLimited, Message: fmt.Sprintf(
+			"the API rejected the last %d tokens within a minute of their exchange; nothing will be sent until the next exchange is due (is the base URL the API that issued them?)", s.rejects)}
+	}
 }
 
 // panicError turns a recovered panic into an *Error; its text is
