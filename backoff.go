@@ -163,8 +163,8 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 		}
 		switch v.act {
 		case deny:
-			if v.spent != 0 {
-				s.spent = v.spent
+			if v.spent {
+				s.spent = ms(s.clock.Now())
 			}
 			return nil, v.err, v.until
 		case wait:
@@ -212,6 +212,9 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 		case !aerr.retry:
 			return nil, e, now.Add(e.RetryAfter)
 		case !goOn:
+			if !f.stale {
+				s.spent = ms(now) // later calls in this outage do not wait again (B18, B21)
+			}
 			e = unavailable(e, roundUp(next.Sub(now)))
 			return nil, e, next
 		}

@@ -273,3 +273,112 @@ func simDur(d time.Duration) string {
 	}
 	return d.Round(time.Second).String()
 }
+
+// TestHostSimulationSpreadAges: 100 running agents share a cache; their
+// tokens are 0–12 h old (24 h life) when /auth/token goes down for 13
+// hours (30 answers an hour). After recovery, slots go by urgency (B20):
+// agents whose token would expire first, and those without one, before
+// early refreshes, so no agent whose token outlives the outage fails a
+// call (B23). Rows for a cache directory and for memory.
+func TestHostSimulationSpreadAges(t *testing.T) {
+	var table strings.Builder
+	table.WriteString("| shared cache | failed calls of agents whose token outlived the outage | agents that failed a call (of those) | requests: outage / any hour after (max) | 429s | early refreshes in the minute after recovery |\n|---|---|---|---|---|---|\n")
+	for _, row := range []struct {
+		name  string
+		cache func(t *testing.T) Cache
+	}{
+		{"directory", func(t *testing.T) Cache { return fileCache{dir: t.TempDir()} }},
+		{"memory", func(*testing.T) Cache { return NewMemoryCache() }},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			r := simulateSpreadAges(t, row.cache(t))
+			fmt.Fprintf(&table, "| %s | %d | %d | %d / %d | %d | %d |\n", row.name, r.failedOutlived, r.agentsFailed, r.during, r.maxHour, r.got429, r.earlyAtRecovery)
+			assert.Zero(t, r.failedOutlived, "no failed call for an agent whose token outlives the outage")
+			assert.Zero(t, r.got429, "no 429")
+			assert.LessOrEqual(t, r.maxHour, 30, "≤ 30 answers in any hour after recovery")
+			assert.LessOrEqual(t, r.during, 13*30+10, "≤ 30 an hour during the outage")
+		})
+	}
+	t.Log("\n" + table.String())
+}
+
+type spreadResult struct {
+	failedOutlived, agentsFailed int
+	during, maxHour, got429      int
+	earlyAtRecovery              int // refreshes of tokens with more than 2 h left in the minute after recovery
+}
+
+func simulateSpreadAges(t *testing.T, cache Cache) (r spreadResult) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := colonyauthtest.NewUnstarted(colonyauthtest.WithRateLimit(30))
+		const n = 100
+		start := time.Now()
+		recovery := start.Add(13 * time.Hour)
+		sources := make([]*TokenSource, n)
+		exps := make([]time.Time, n)
+		for i := range sources {
+			key := srv.NewKey()
+			access, exp := fakeAged(start, time.Duration(i)*12*time.Hour/n+time.Duration(i*37)*time.Second, i)
+			if err := cache.Store(cacheKey(srv.URL, key), &oauth2.Token{AccessToken: access, Expiry: exp}); err != nil {
+				t.Fatal(err)
+			}
+			exps[i] = exp
+			sources[i] = New(key, WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithCache(cache))
+		}
+		srv.Down(http.StatusBadGateway)
+		go func() { time.Sleep(time.Until(recovery)); srv.Up() }()
+		failures := make([]int, n)
+		var mu sync.Mutex
+		var early int
+		end := recovery.Add(4 * time.Hour)
+		var wg sync.WaitGroup
+		for i, src := range sources {
+			wg.Go(func() {
+				last := ""
+				for time.Now().Before(end) {
+					tok, err := src.Token()
+					mu.Lock()
+					switch {
+					case err != nil:
+						failures[i]++
+					case tok.AccessToken != last:
+						if last != "" && !time.Now().Before(recovery) && time.Now().Before(recovery.Add(time.Minute)) {
+							if exp, _, _ := jwtClaims(last); exp.Sub(time.Now()) > 2*time.Hour {
+								early++
+							}
+						}
+						last = tok.AccessToken
+					}
+					mu.Unlock()
+					time.Sleep(10 * time.Second)
+				}
+			})
+		}
+		wg.Wait()
+		for i, f := range failures {
+			if exps[i].After(recovery) {
+				r.failedOutlived += f
+				if f > 0 {
+					r.agentsFailed++
+				}
+			}
+		}
+		var after []time.Time
+		for _, q := range srv.Requests() {
+			if q.Path != "/auth/token" {
+				continue
+			}
+			if q.Status == http.StatusTooManyRequests {
+				r.got429++
+			}
+			if q.Time.Before(recovery) {
+				r.during++
+			} else {
+				after = append(after, q.Time)
+			}
+		}
+		r.maxHour = maxPerHour(after)
+		r.earlyAtRecovery = early
+	})
+	return r
+}

@@ -96,7 +96,8 @@ type need struct {
 	retry RetryConfig
 	// A caller without a token waits for another source's probes until
 	// deadline (its own B2 budget from its first call), unless it has
-	// already spent that wait in the outage that started at spent (B21).
+	// already spent that wait, or its budget, in this outage: at spent,
+	// after the outage began (B21).
 	deadline time.Time
 	spent    int64
 	red      redactor // the writer's: what goes into the record is redacted with it
@@ -116,8 +117,8 @@ type verdict struct {
 	until  time.Time
 	err    *Error
 	slot   int64 // the reserved slot, 0 if none
-	behind bool  // wait: for another source's probes of an outage
-	spent  int64 // deny: this caller spent its wait in the outage that started then
+	behind bool // wait: for another source's probes of an outage
+	spent  bool // deny: this caller has spent its wait in this outage
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
@@ -326,7 +327,7 @@ func (h *hostRecord) outageVerdict(n need, now time.Time, staleGap time.Duration
 		case h.Down == 0:
 			return verdict{act: wait, wait: pollInterval}, true
 		}
-		return h.waitOrDeny(n, now, laterOf(h.next(false, n.retry, staleGap), now.Add(time.Second)), true)
+		return h.waitOrDeny(n, now, h.next(false, n.retry, staleGap), true)
 	}
 	if h.Down == 0 {
 		return verdict{}, false // nobody knows: this source asks first
@@ -364,12 +365,13 @@ func (h *hostRecord) outageVerdict(n need, now time.Time, staleGap time.Duration
 // alone); once that wait is spent it gets the shared error, and in the
 // same outage fails at once until an attempt is due (B18, B21).
 func (h *hostRecord) waitOrDeny(n need, now, next time.Time, otherProbes bool) (verdict, bool) {
-	if now.Before(n.deadline) && h.Down != n.spent {
+	if now.Before(n.deadline) && h.Down > n.spent {
+		// Until the attempt is due, then every pollInterval while it runs.
 		w := max(min(next.Sub(now), n.deadline.Sub(now)), pollInterval)
 		return verdict{act: wait, wait: w, behind: otherProbes}, true
 	}
-	v, _ := denyUntil(now, next, h.sharedError(otherProbes))
-	v.spent = h.Down
+	v, _ := denyUntil(now, laterOf(next, now.Add(time.Second)), h.sharedError(otherProbes))
+	v.spent = true
 	return v, true
 }
 

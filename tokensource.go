@@ -102,7 +102,7 @@ type source struct {
 	rejects     int                   // tokens invalidated within a minute of their exchange, in a row (B27) ...
 	lastReject  time.Time             // ... the last at
 	aloneErr    atomic.Pointer[error] // why the shared ledger failed: acting alone (B19)
-	spent       int64                 // the outage in which a caller spent its wait for the prober (B21; flight goroutine only)
+	spent       int64                 // when a caller last spent its wait or budget in an outage, ms (B21; flight goroutines only)
 
 	cacheMu sync.Mutex // orders cache writes with Invalidate
 	revoked string     // the last invalidated token, never to be stored again

@@ -138,7 +138,7 @@ func run(ctx context.Context, args []string, e env) int {
 		opts = append(opts, colonyauth.WithFileCache(""))
 	}
 	if *totpCommand != "" {
-		opts = append(opts, colonyauth.WithTOTP(totpFromCommand(ctx, *totpCommand, e.stderr)))
+		opts = append(opts, colonyauth.WithTOTP(totpFromCommand(ctx, *totpCommand, &redactingWriter{w: e.stderr, secret: key})))
 	}
 	src := colonyauth.New(key, append(opts, e.opts...)...)
 	tok, err := src.TokenContext(ctx)
@@ -214,6 +214,9 @@ func totpFromCommand(ctx context.Context, command string, stderr io.Writer) func
 		ctx, cancel := context.WithTimeout(ctx, totpTimeout)
 		defer cancel()
 		out, err := runShell(ctx, command, stderr)
+		if c, ok := stderr.(io.Closer); ok {
+			c.Close() // the last line, even without a newline
+		}
 		if ctx.Err() == context.DeadlineExceeded {
 			return "", &totpError{fmt.Errorf("no code after %v", totpTimeout)}
 		}
@@ -254,13 +257,14 @@ func exitCode(err error) int {
 }
 
 // progress is the CLI's log handler: with -v every record, as text;
-// without, one line when retrying starts, so that a wait of minutes is not
-// silent. stdout is never touched.
+// without, one line when retrying starts, and one when it waits for
+// another process's attempts, so that a wait of minutes is not silent. stdout is never touched.
 type progress struct {
-	stderr  io.Writer
-	verbose bool
-	once    sync.Once
-	text    slog.Handler
+	stderr   io.Writer
+	verbose  bool
+	once     sync.Once
+	waitOnce sync.Once
+	text     slog.Handler
 }
 
 func (p *progress) Enabled(_ context.Context, l slog.Level) bool {
@@ -273,6 +277,19 @@ func (p *progress) Handle(ctx context.Context, r slog.Record) error {
 			p.text = slog.NewTextHandler(p.stderr, nil)
 		}
 		return p.text.Handle(ctx, r)
+	}
+	if strings.Contains(r.Message, "waiting for its attempts") {
+		p.waitOnce.Do(func() {
+			limit := colonyauth.DefaultRetry().Budget()
+			r.Attrs(func(a slog.Attr) bool {
+				if a.Key == "for" {
+					limit = a.Value.Duration()
+				}
+				return true
+			})
+			fmt.Fprintf(p.stderr, "colonytoken: /auth/token is failing; waiting for another process's attempts for up to %v (Ctrl-C stops; -v shows more)\n", limit)
+		})
+		return nil
 	}
 	if !strings.Contains(r.Message, "retrying") {
 		return nil

@@ -5,7 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -13,6 +17,7 @@ import (
 // is kept: a code is short); its stderr goes to stderr.
 func runShell(ctx context.Context, command string, stderr io.Writer) (string, error) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.Env = withoutKey(os.Environ()) // the command needs no key: B34
 	var out bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &out, left: 1 << 10}
 	cmd.Stderr = stderr
@@ -41,4 +46,75 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 		l.w.Write(keep)
 	}
 	return n, nil
+}
+
+// withoutKey is env without COLONY_API_KEY.
+func withoutKey(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "COLONY_API_KEY=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// redactingWriter passes --totp-command's stderr through line by line,
+// with the key, any echo of its first 8 characters, and anything shaped
+// like a Colony key or a token replaced by [REDACTED] (B34).
+type redactingWriter struct {
+	w      io.Writer
+	secret string
+	mu     sync.Mutex
+	line   []byte
+}
+
+var secretLike = regexp.MustCompile(`col_[A-Za-z0-9_\-]+|eyJ[A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]*){0,2}`)
+
+func (r *redactingWriter) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.line = append(r.line, p...)
+	for {
+		i := bytes.IndexByte(r.line, '\n')
+		if i < 0 {
+			if len(r.line) > 4<<10 { // a line without end: pass it on in pieces
+				r.flush(len(r.line))
+			}
+			return len(p), nil
+		}
+		r.flush(i + 1)
+	}
+}
+
+// Close writes what is left of the last line.
+func (r *redactingWriter) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.line) > 0 {
+		r.flush(len(r.line))
+	}
+	return nil
+}
+
+func (r *redactingWriter) flush(n int) {
+	text := string(r.line[:n])
+	r.line = r.line[n:]
+	if r.secret != "" {
+		text = strings.ReplaceAll(text, r.secret, "[REDACTED]")
+		if len(r.secret) >= 8 {
+			for {
+				i := strings.Index(text, r.secret[:8])
+				if i < 0 {
+					break
+				}
+				j := i + 8
+				for j < len(text) && j-i < len(r.secret) && text[j] == r.secret[j-i] {
+					j++
+				}
+				text = text[:i] + "[REDACTED]" + text[j:]
+			}
+		}
+	}
+	io.WriteString(r.w, secretLike.ReplaceAllString(text, "[REDACTED]"))
 }
