@@ -117,8 +117,8 @@ type verdict struct {
 	until  time.Time
 	err    *Error
 	slot   int64 // the reserved slot, 0 if none
-	behind bool // wait: for another source's probes of an outage
-	spent  bool // deny: this caller has spent its wait in this outage
+	behind bool  // wait: for another source's probes of an outage
+	spent  bool  // deny: this caller has spent its wait in this outage
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
