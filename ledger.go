@@ -132,7 +132,7 @@ func (s *TokenSource) note(n need, o outcome, slot int64, now time.Time) (goOn b
 // Warn with the reason, and Alone reports it until the Ledger works again.
 // A Ledger that panics is an error of this call (B24).
 func (s *TokenSource) update(now time.Time, fn func(h *hostRecord)) *Error {
-	if s.ledger != nil {
+	if s.ledger != nil && (s.aloneErr.Load() == nil || now.Sub(at(s.aloneAt.Load())) >= retryShared) {
 		var note string
 		panicked, err := s.protect("the Ledger", func() (err error) {
 			note, err = updateRecord(s.ledger, s.record, now, s.red, fn)
@@ -150,6 +150,7 @@ func (s *TokenSource) update(now time.Time, fn func(h *hostRecord)) *Error {
 			}
 			return nil
 		}
+		s.aloneAt.Store(ms(now))
 		reason := errors.New(s.red.message(err.Error()))
 		if s.aloneErr.Swap(&reason) == nil {
 			s.log.Warn("colonyauth: cannot coordinate through the shared cache; acting alone until it works (sources acting alone do not share the host's 30 exchanges an hour)",
@@ -161,6 +162,12 @@ func (s *TokenSource) update(now time.Time, fn func(h *hostRecord)) *Error {
 	}
 	return nil
 }
+
+// retryShared is how long a source acts alone after its shared Ledger
+// failed before it asks it again: a Ledger that is down (a frozen lock
+// holder, a Redis that does not answer) costs a call one timeout, not one
+// per Update (B32, B33).
+const retryShared = 5 * time.Second
 
 // Alone reports why the source is acting alone instead of coordinating
 // with the other sources that share its Cache's Ledger (B19–B23): the

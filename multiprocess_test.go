@@ -1,17 +1,23 @@
 package colonyauth
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 
 	"github.com/thecolonycc/colonyauth/colonyauthtest"
 )
@@ -21,6 +27,14 @@ import (
 // token for $COLONYAUTH_AGENT_KEY from $COLONYAUTH_AGENT_URL, sharing the
 // cache directory, and exits.
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("COLONYAUTH_LOCK_HOLDER"); dir != "" { // TestFrozenLockHolder's helper
+		if _, err := lockFile(filepath.Join(dir, ".lock"), time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("locked")
+		select {} // until stopped and killed
+	}
 	if dir := os.Getenv("COLONYAUTH_AGENT_DIR"); dir != "" {
 		src := New(os.Getenv("COLONYAUTH_AGENT_KEY"), WithBaseURL(os.Getenv("COLONYAUTH_AGENT_URL")), WithFileCache(dir))
 		tok, err := src.Token()
@@ -63,4 +77,62 @@ func TestProcessesShareOneExchange(t *testing.T) {
 	}
 	assert.Equal(t, 1, srv.Exchanges(), "one exchange between %d processes", n)
 	t.Logf("%d processes, %d exchange", n, srv.Exchanges())
+}
+
+// B32 with a real process: a process that holds the cache directory's lock
+// and is then frozen (SIGSTOP: a debugger, a paused container) costs
+// another process's Token at most the 1 s lock wait: it acts alone for
+// that attempt and says so; a cached token past its refresh point (the
+// CLI's case) is served too.
+func TestFrozenLockHolder(t *testing.T) {
+	dir := t.TempDir()
+	holder := exec.Command(os.Args[0], "-test.run=^$")
+	holder.Env = append(os.Environ(), "COLONYAUTH_LOCK_HOLDER="+dir)
+	out, err := holder.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, holder.Start())
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "locked\n", line)
+	require.NoError(t, holder.Process.Signal(syscall.SIGSTOP))
+
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	within := func(what string, d time.Duration, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, what)
+			assert.Less(t, time.Since(start), d, what)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still blocked after 10 s", what)
+		}
+	}
+	var logs logBuffer
+	s := New(srv.APIKey, WithBaseURL(srv.URL), WithFileCache(dir), WithLogger(logs.logger()))
+	within("an exchange with a 2 s deadline", 2*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := s.TokenContext(ctx)
+		return err
+	})
+	require.Error(t, s.Alone())
+	assert.Contains(t, s.Alone().Error(), "held by another process")
+	assert.Equal(t, 1, countLines(logs.String(), "acting alone"))
+
+	key := srv.NewKey()
+	old, exp := fakeAged(time.Now(), 14*time.Hour, 1)
+	require.NoError(t, fileCache{dir: dir}.Store(cacheKey(srv.URL, key), &oauth2.Token{AccessToken: old, Expiry: exp}))
+	cli := New(key, WithBaseURL(srv.URL), WithFileCache(dir))
+	within("a cached token past its refresh point", 3*time.Second, func() error {
+		tok, err := cli.Token()
+		if err == nil && tok.AccessToken == "" {
+			err = errors.New("no token")
+		}
+		return err
+	})
 }

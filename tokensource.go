@@ -25,6 +25,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -101,7 +102,8 @@ type source struct {
 	force       bool                  // the token was invalidated: exchange even within the minute
 	rejects     int                   // tokens invalidated within a minute of their exchange, in a row (B27) ...
 	lastReject  time.Time             // ... the last at
-	aloneErr    atomic.Pointer[error] // why the shared ledger failed: acting alone (B19)
+	aloneErr    atomic.Pointer[error] // why the shared ledger failed: acting alone (B19) ...
+	aloneAt     atomic.Int64          // ... since (ms)
 	spent       int64                 // when a caller last spent its wait or budget in an outage, ms (B21; flight goroutines only)
 
 	cacheMu sync.Mutex // orders cache writes with Invalidate
@@ -209,6 +211,11 @@ func (s *TokenSource) String() string {
 
 // GoString is String, so that %#v cannot print the key either.
 func (s *TokenSource) GoString() string { return s.String() }
+
+// Format writes String for every verb, for a TokenSource value as for a
+// pointer, so that no verb (%v, %+v, %#v, %s, %x, …) can print the key or a
+// token (B34).
+func (s TokenSource) Format(f fmt.State, _ rune) { io.WriteString(f, (&s).String()) }
 
 // Token returns a valid token, exchanging the key when needed. It runs
 // under the WithContext context; it implements oauth2.TokenSource.
