@@ -343,7 +343,7 @@ func simulateSpreadAges(t *testing.T, cache Cache) (r spreadResult) {
 						failures[i]++
 					case tok.AccessToken != last:
 						if last != "" && !time.Now().Before(recovery) && time.Now().Before(recovery.Add(time.Minute)) {
-							if exp, _, _ := jwtClaims(last); exp.Sub(time.Now()) > 2*time.Hour {
+							if exp, _, _ := jwtClaims(last); time.Until(exp) > 2*time.Hour {
 								early++
 							}
 						}
