@@ -213,7 +213,7 @@ func TestNoTokenLeavesTheLastSlotToExpiringTokens(t *testing.T) {
 		expiring := agents[0].src
 		tok := mustToken(t, expiring)
 		time.Sleep(time.Until(tok.Expiry) + time.Second) // past its refresh point, 1–1.5 h left
-		mustToken(t, agents[2].src) // 1 of 2 slots used within the hour
+		mustToken(t, agents[2].src)                      // 1 of 2 slots used within the hour
 		srv.Down(http.StatusBadGateway)
 		mustToken(t, expiring) // its refresh fails: it waits, recorded in the host record
 		synctest.Wait()
