@@ -1,6 +1,7 @@
 package colonyauth
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -52,10 +53,12 @@ func TestRetryBurstThenSuccess(t *testing.T) {
 func TestRetryBudgetSpent(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		clk := &sleepClock{Clock: clock.New()}
-		srv, s := newFake(t, WithClock(clk))
+		ctx, cancel := context.WithCancel(background)
+		defer cancel()
+		srv, s := newFake(t, WithClock(clk), WithContext(ctx))
 		srv.Down(http.StatusBadGateway)
 		start := time.Now()
-		_, err := s.Token()
+		err := within(t, 10*time.Minute, cancel, func() error { _, err := s.Token(); return err })
 		require.ErrorIs(t, err, ErrUnavailable)
 		e := asError(t, err)
 		assert.Equal(t, 7, e.Attempts)

@@ -139,3 +139,22 @@ var background = context.Background()
 func refreshAt(tok *oauth2.Token, obtained time.Time, life time.Duration) time.Time {
 	return obtained.Add(refreshAfter(tok.AccessToken, life))
 }
+
+// within runs f and returns its error; if f has not returned after d (of
+// the bubble's time), it calls cancel (which must end f: the source's
+// WithContext) and fails the test at once, instead of hanging until the
+// test binary's timeout.
+func within(t *testing.T, d time.Duration, cancel func(), f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		cancel()
+		<-done
+		t.Fatalf("still waiting after %v", d)
+		return nil
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -327,12 +328,9 @@ func TestFileCacheRefusals(t *testing.T) {
 		assert.NotEqual(t, planted, served(group), "a 0770 directory is refused")
 
 		big := t.TempDir()
-		path := plant(big)
-		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-		require.NoError(t, err)
-		_, err = f.Write(make([]byte, 65<<10)) // spaces would parse; zeros after the object do not matter: it is too big
-		require.NoError(t, err)
-		f.Close()
+		path := filepath.Join(big, cacheKey(srv.URL, srv.APIKey)+".json")
+		entry := fmt.Appendf(nil, `{"access_token":%q,"expiry":%q,"pad":%q}`, planted, time.Now().Add(24*time.Hour).Format(time.RFC3339), strings.Repeat(" ", 65<<10))
+		require.NoError(t, os.WriteFile(path, entry, 0o600)) // a valid entry, 65 KiB long
 		assert.NotEqual(t, planted, served(big), "a 65 KiB entry is not read")
 
 		kept := t.TempDir()
