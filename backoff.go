@@ -173,7 +173,7 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 				s.log.Warn("colonyauth: /auth/token is failing and another source sharing the cache probes it; waiting for its attempts",
 					"for", roundDuration(n.deadline.Sub(s.clock.Now())))
 			}
-			if err := s.sleep(ctx, v.wait); err != nil {
+			if err := s.sleep(ctx, max(v.wait, pollInterval)); err != nil { // never a busy loop, whatever the record says
 				return nil, err, time.Time{}
 			}
 			continue
@@ -184,7 +184,7 @@ func (s *TokenSource) exchange(f *flight) (*state, *Error, time.Time) {
 			if f.stale {
 				return nil, nil, v.until
 			}
-			if err := s.sleep(ctx, v.until.Sub(s.clock.Now())); err != nil {
+			if err := s.sleep(ctx, max(v.until.Sub(s.clock.Now()), pollInterval)); err != nil {
 				return nil, err, time.Time{}
 			}
 			continue

@@ -69,9 +69,10 @@ type agent struct {
 // runAgents makes each agent call Token every 10 s until end.
 func runAgents(agents []*agent, end time.Time) {
 	var wg sync.WaitGroup
+	var broken atomic.Bool // a watchdog: a broken rule ends the run at once
 	for _, a := range agents {
 		wg.Go(func() {
-			for time.Now().Before(end) {
+			for time.Now().Before(end) && !broken.Load() {
 				start := time.Now()
 				_, err := a.src.Token()
 				switch {
@@ -82,6 +83,11 @@ func runAgents(agents []*agent, end time.Time) {
 					var e *Error
 					if !errors.As(err, &e) || !(errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnavailable)) {
 						a.badErr = err
+					} else if e.Attempts == 0 && e.RetryAfter <= 0 {
+						// A refusal always says when room frees; one that
+						// does not (a slot older than the hour still
+						// counted) would make every call ask again.
+						a.badErr = fmt.Errorf("a refusal without a time to retry: %v", err)
 					}
 				}
 				if waited := time.Since(start); waited > time.Second && e0(err) {
@@ -90,9 +96,11 @@ func runAgents(agents []*agent, end time.Time) {
 					// once per outage; later calls fail at once.
 					a.waits++
 					if waited > DefaultRetry().Budget()+10*time.Second { // + turns at a contended lock
-
 						a.badErr = fmt.Errorf("a caller waited %v for an error with nothing sent", waited)
 					}
+				}
+				if a.badErr != nil {
+					broken.Store(true)
 				}
 				time.Sleep(10 * time.Second)
 			}

@@ -1,4 +1,4 @@
-//go:build !race
+//go:build sim
 
 package colonyauth
 
@@ -7,16 +7,19 @@ package colonyauth
 // (colonyauthtest.WithRateLimit). Fake time (synctest); every agent calls
 // Token every 10 s. It runs each scenario for three policies: sources
 // sharing a cache (a Ledger), sources sharing nothing, and the seed client.
-// Too slow under the race detector, so .ci/run runs it in its own step:
+// It takes minutes, so it is built only with the sim tag, and .ci/run runs
+// it in its own step, without the race detector:
 //
-//	go test -run TestHostSimulation -v .
+//	go test -tags sim -run TestHostSimulation -v .
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -121,17 +124,31 @@ func simulateHost(t *testing.T, p hostPolicy, sc hostSim) (r hostResult) {
 				history[i] = append(h, seen{tok.AccessToken, iat, exp, time.Now()})
 			}
 		}
+		// A watchdog, so that a broken rule fails fast instead of making
+		// the run crawl: every fake 10 minutes the shared record must hold
+		// no more slots than an hour allows (twice the limit, reservations
+		// included), or the run stops.
+		var broken atomic.Bool
 		runFor := func(d time.Duration) {
 			end := time.Now().Add(d)
 			var wg sync.WaitGroup
 			for i := range sources {
 				wg.Go(func() {
-					for time.Now().Before(end) {
+					for time.Now().Before(end) && !broken.Load() {
 						call(i)
 						time.Sleep(10 * time.Second)
 					}
 				})
 			}
+			wg.Go(func() {
+				for time.Now().Before(end) && !broken.Load() {
+					time.Sleep(10 * time.Minute)
+					if n := sharedSlots(shared, srv.URL); n > 2*DefaultHostLimit {
+						t.Errorf("the host record holds %d slots: old ones are not pruned", n)
+						broken.Store(true)
+					}
+				}
+			})
 			wg.Wait()
 		}
 
@@ -381,4 +398,14 @@ func simulateSpreadAges(t *testing.T, cache Cache) (r spreadResult) {
 		r.earlyAtRecovery = early
 	})
 	return r
+}
+
+// sharedSlots is the number of slots in the host record of a memory cache.
+func sharedSlots(c Cache, baseURL string) int {
+	var h hostRecord
+	c.(Ledger).Update(ledgerName(baseURL), func(old []byte) ([]byte, error) {
+		json.Unmarshal(old, &h)
+		return old, nil
+	})
+	return len(h.Slots)
 }

@@ -1,15 +1,15 @@
-//go:build !race
+//go:build sim
 
 package colonyauth
 
 // The outage simulation: how agents fare, and how hard they hit
 // /auth/token, when it answers 502 for a while. Fake time (synctest), an
 // in-memory server; every number is exact and the same on every run, but
-// for the jittered rows. It makes about a million in-memory exchanges, too
-// slow under the race detector, so .ci/run runs it in its own step. See the
-// table with:
+// for the jittered rows. It makes about a million in-memory exchanges, so
+// it is built only with the sim tag, and .ci/run runs it in its own step,
+// without the race detector. See the table with:
 //
-//	go test -run TestOutageSimulation -v .
+//	go test -tags sim -run TestOutageSimulation -v .
 
 import (
 	"cmp"
