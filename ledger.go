@@ -90,8 +90,7 @@ func updateRecord(l Ledger, name string, now time.Time, red redactor, fn func(h 
 	return note, err
 }
 
-// memoryLedger is a Ledger in memory: what NewMemoryCache shares, and what
-// a source without a shared Ledger keeps for itself.
+// memoryLedger is a Ledger in memory: what NewMemoryCache shares.
 type memoryLedger struct {
 	mu      sync.Mutex
 	records map[string][]byte
@@ -157,10 +156,36 @@ func (s *TokenSource) update(now time.Time, fn func(h *hostRecord)) *Error {
 				"reason", reason.Error())
 		}
 	}
-	if note, _ := updateRecord(&s.own, s.record, now, s.red, fn); note != "" {
+	if note := s.own.update(now, s.red, fn); note != "" {
 		s.log.Debug("colonyauth: ledger record: "+note, "record", s.record)
 	}
 	return nil
+}
+
+// ownRecord is the record of a source acting alone. Only the source writes
+// it, so it stays decoded (an exchange costs no JSON), but it is treated as
+// a shared one is in every other way: clamped before each decision (a
+// clock stepped back since it was written must not stretch its holds), and
+// replaced when a decision on it panics (B31).
+type ownRecord struct {
+	mu sync.Mutex
+	h  hostRecord
+}
+
+func (o *ownRecord) update(now time.Time, red redactor, fn func(h *hostRecord)) (note string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.h.clamp(now, red)
+	if perr := safely(func() { fn(&o.h) }); perr != nil {
+		note = "a decision on it failed (" + red.message(perr.Error()) + "); replaced by an empty record"
+		o.h = hostRecord{}
+		if perr := safely(func() { fn(&o.h) }); perr != nil {
+			o.h = hostRecord{}
+			note = "deciding on an empty record failed: " + red.message(perr.Error())
+		}
+	}
+	o.h.At = ms(now)
+	return note
 }
 
 // retryShared is how long a source acts alone after its shared Ledger

@@ -83,10 +83,10 @@ type source struct {
 	totp      func() (string, error)
 	cache     Cache
 	cacheKey  string
-	ledger    Ledger       // shared with other sources; nil when the cache is none
-	own       memoryLedger // this source's records when it acts alone
-	record    string       // the ledger record of the base URL
-	owner     string       // this source's name in the records
+	ledger    Ledger    // shared with other sources; nil when the cache is none
+	own       ownRecord // this source's record when it acts alone
+	record    string    // the ledger record of the base URL
+	owner     string    // this source's name in the records
 	hostLimit int
 	red       redactor
 	err       error // configuration error: every call returns it
