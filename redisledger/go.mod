@@ -6,7 +6,7 @@ require (
 	github.com/benbjohnson/clock v1.3.5
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/stretchr/testify v1.12.1
-	github.com/thecolonycc/colonyauth v0.0.0-00010101000000-000000000000
+	github.com/thecolonycc/colonyauth v0.1.0
 	golang.org/x/oauth2 v0.38.0
 )
 
@@ -18,4 +18,6 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 )
 
+// Work inside the repository uses the root next to it; users get the
+// required version (a dependency's replace is ignored). See RELEASING.md.
 replace github.com/thecolonycc/colonyauth => ../

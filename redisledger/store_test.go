@@ -278,3 +278,7 @@ func TestMisconfiguredRedis(t *testing.T) {
 		})
 	}
 }
+
+// RequireRedis lets the external tests (example_test.go) skip outside CI
+// without $REDIS_ADDR, and fail in CI, as these do.
+func RequireRedis(t *testing.T) { sharedRedis(t) }
