@@ -179,6 +179,9 @@ func (h *hostRecord) clamp(now time.Time, red redactor) (changed bool) {
 		h.Prober, h.Lease, changed = "", 0, true
 	}
 	changed = h.Fail.clean(red) || changed
+	if h.Fail != nil {
+		past(&h.Fail.At)
+	}
 	for name, k := range h.Keys {
 		past(&k.Obtained)
 		ahead(&k.BusyTill, leaseTime)
@@ -192,6 +195,9 @@ func (h *hostRecord) clamp(now time.Time, red redactor) (changed bool) {
 			k.Busy, k.BusyTill, changed = "", 0, true
 		}
 		changed = k.Fail.clean(red) || changed
+		if k.Fail != nil {
+			past(&k.Fail.At)
+		}
 		if len(name) > maxIDLength {
 			delete(h.Keys, name)
 			changed = true

@@ -53,7 +53,10 @@ type Error struct {
 	Attempts   int           // HTTP attempts made for this exchange
 	Err        error         // *oauth2.RetrieveError for HTTP failures, or the underlying error
 
-	kind error // one of the sentinels, or nil
+	kind  error         // one of the sentinels, or nil
+	local bool          // refused by this host's budget: the Colony was not asked
+	ago   time.Duration // a remembered failure: seen this long ago, nothing sent now
+	known bool          // ago is set
 }
 
 // Is reports whether target is the sentinel that classifies e, so that
@@ -80,13 +83,17 @@ func (e *Error) Error() string {
 	if e.Attempts > 0 {
 		facts = append(facts, plural(e.Attempts, "attempt"))
 	}
-	if e.RetryAfter > 0 {
-		facts = append(facts, "retry after "+roundDuration(e.RetryAfter).String())
+	if e.known {
+		facts = append(facts, "seen "+roundDuration(e.ago).String()+" ago, nothing sent now")
+	}
+	if e.RetryAfter > 0 && !e.retryHelps() {
+		// Retrying will not help: say what the source does, not when to retry.
+		facts = append(facts, "nothing will be sent for "+roundDuration(e.RetryAfter).String())
 	}
 	if len(facts) > 0 {
 		b.WriteString(" (" + strings.Join(facts, ", ") + ")")
 	}
-	if e.Message != "" {
+	if e.Message != "" && !e.local {
 		b.WriteString(": " + e.Message)
 	}
 	if e.Err != nil && e.StatusCode == 0 {
@@ -98,7 +105,22 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// retryHelps reports whether the same call can succeed later by itself:
+// after a rate limit or an outage, not after a rejected key or a wrong URL.
+func (e *Error) retryHelps() bool { return e.kind == ErrRateLimited || e.kind == ErrUnavailable }
+
+// retryIn is "in 18s", or "later" when no time is known.
+func (e *Error) retryIn() string {
+	if e.RetryAfter <= 0 {
+		return "later"
+	}
+	return "in " + roundDuration(e.RetryAfter).String()
+}
+
 func (e *Error) summary() string {
+	if e.local {
+		return e.Message // what of this host's budget refused it: the Colony was not asked
+	}
 	switch e.kind {
 	case ErrInvalidKey:
 		if e.StatusCode == 0 {
@@ -135,11 +157,17 @@ func (e *Error) hint() string {
 	case ErrTwoFactorRequired:
 		return "the account has two-factor authentication: use WithTOTP with a function that returns the current code"
 	case ErrTwoFactorInvalid:
+		if e.StatusCode == 0 {
+			return "the WithTOTP function (or --totp-command) must return the current code, not the secret; nothing was sent"
+		}
 		return "wait for the next code from the authenticator and try again (each code is accepted once); the api key is fine, do not rotate it"
 	case ErrRateLimited:
-		return "too many authentications from this address: wait for RetryAfter, retrying sooner makes it worse"
+		if e.local {
+			return "nothing was sent; the sources sharing this cache share the host's answers (WithHostLimit): try again " + e.retryIn()
+		}
+		return "too many authentications from this address: try again " + e.retryIn() + ", retrying sooner makes it worse"
 	case ErrUnavailable:
-		return "the Colony's token endpoint is failing; try again after RetryAfter (a running program keeps its current token meanwhile)"
+		return "the Colony's token endpoint is failing; try again " + e.retryIn() + " (a running program keeps its current token meanwhile)"
 	case ErrMalformedResponse:
 		return "check that the base URL is the Colony API (…/api/v1) and not a proxy or web page"
 	}
@@ -179,6 +207,7 @@ type failure struct {
 	Code     string `json:"code,omitempty"`
 	Message  string `json:"msg,omitempty"`
 	Attempts int    `json:"attempts,omitempty"`
+	At       int64  `json:"at,omitempty"` // when it was seen, Unix ms
 }
 
 var kinds = map[string]error{
@@ -188,8 +217,8 @@ var kinds = map[string]error{
 
 // failureOf is e as a record keeps it, its texts redacted with the
 // writer's redactor (B28: nothing secret of one agent reaches another).
-func failureOf(e *Error, red redactor) *failure {
-	f := &failure{Status: e.StatusCode, Code: red.message(e.Code), Message: red.message(e.Message), Attempts: e.Attempts}
+func failureOf(e *Error, red redactor, now time.Time) *failure {
+	f := &failure{Status: e.StatusCode, Code: red.message(e.Code), Message: red.message(e.Message), Attempts: e.Attempts, At: ms(now)}
 	for name, k := range kinds {
 		if e.kind == k {
 			f.Kind = name
@@ -198,9 +227,15 @@ func failureOf(e *Error, red redactor) *failure {
 	return f
 }
 
-func (f *failure) error(retryAfter time.Duration) *Error {
+// error is the remembered failure f as seen at now, or a bare error when
+// there is none (a record written without one).
+func (f *failure) error(now time.Time) *Error {
 	if f == nil {
 		f = &failure{}
 	}
-	return &Error{StatusCode: f.Status, Code: f.Code, Message: f.Message, Attempts: f.Attempts, RetryAfter: retryAfter, kind: kinds[f.Kind]}
+	e := &Error{StatusCode: f.Status, Code: f.Code, Message: f.Message, Attempts: f.Attempts, kind: kinds[f.Kind]}
+	if f.At > 0 && !now.IsZero() {
+		e.ago, e.known = max(0, now.Sub(at(f.At))), true
+	}
+	return e
 }

@@ -99,7 +99,7 @@ func ExampleError() {
 	// Output:
 	// true
 	// 401 AUTH_INVALID_KEY 1
-	// colonyauth: api key rejected (status 401 Unauthorized, code AUTH_INVALID_KEY, 1 attempt, retry after 30s): Invalid API key; check that the key belongs to this base URL; if it was revoked or rotated, create a new key (retrying will not help)
+	// colonyauth: api key rejected (status 401 Unauthorized, code AUTH_INVALID_KEY, 1 attempt, nothing will be sent for 30s): Invalid API key; check that the key belongs to this base URL; if it was revoked or rotated, create a new key (retrying will not help)
 }
 
 // NewClient is oauth2.NewClient plus a per-request token wait and one retry

@@ -249,10 +249,10 @@ func denyUntil(now, until time.Time, err *Error) (verdict, bool) {
 // source exchanging the same key, or one that just did (B22, B27).
 func (h *hostRecord) keyVerdict(k *keyRecord, n need, now time.Time) (verdict, bool) {
 	if k.Until > ms(now) && !n.force {
-		return denyUntil(now, at(k.Until), k.Fail.error(0))
+		return denyUntil(now, at(k.Until), k.Fail.error(now))
 	}
 	if h.Hold > ms(now) {
-		e := h.Fail.error(0)
+		e := h.Fail.error(now)
 		e.kind, e.Attempts = ErrRateLimited, 0
 		if e.StatusCode != http.StatusTooManyRequests {
 			e.StatusCode, e.Code, e.Message = http.StatusTooManyRequests, "", "a 429 seen by a source sharing this cache holds them all"
@@ -285,10 +285,10 @@ func (h *hostRecord) budgetVerdict(n need, now time.Time) (verdict, bool) {
 		if keep := n.limit - reserved - 1; keep >= 0 && used > keep {
 			until = h.freeAt(keep)
 		}
-		return denyUntil(now, until, &Error{Message: "this host's budget of answers from /auth/token is kept for tokens about to expire (WithHostLimit); nothing was sent", kind: ErrRateLimited})
+		return denyUntil(now, until, &Error{Message: "this host's budget of answers from /auth/token is kept for tokens about to expire", kind: ErrRateLimited, local: true})
 	}
 	if used >= n.limit {
-		return denyUntil(now, h.freeAt(n.limit-1), &Error{Message: "this host's budget of answers from /auth/token for the hour (WithHostLimit) is spent; nothing was sent", kind: ErrRateLimited})
+		return denyUntil(now, h.freeAt(n.limit-1), &Error{Message: "this host's budget of answers from /auth/token for the hour is spent", kind: ErrRateLimited, local: true})
 	}
 	if !n.early {
 		return verdict{}, false
@@ -409,7 +409,7 @@ func (h *hostRecord) expiringSoon(key string, now time.Time) int {
 // sharedError is what a source that may not send returns during an
 // outage: the last answer, and that nothing was sent.
 func (h *hostRecord) sharedError(otherProbes bool) *Error {
-	e := h.Fail.error(0)
+	e := h.Fail.error(time.Time{})
 	e.kind, e.Attempts = ErrUnavailable, 0
 	e.Message = "/auth/token is failing; nothing was sent before the next attempt is due"
 	if otherProbes {
@@ -469,13 +469,13 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 			hold = min(time.Minute<<min(h.Strikes-1, 10), maxRateHold)
 		}
 		o.err.RetryAfter = hold
-		h.Hold, h.Fail = ms(now.Add(hold)), failureOf(o.err, n.red)
+		h.Hold, h.Fail = ms(now.Add(hold)), failureOf(o.err, n.red, now)
 	case o.retried: // an outage: B2's schedule, then B18's single attempts
 		if h.Down == 0 {
 			h.Down = ms(now)
 		}
 		h.Tries++
-		h.Last, h.Fail, h.NotBefore = ms(now), failureOf(o.err, n.red), 0
+		h.Last, h.Fail, h.NotBefore = ms(now), failureOf(o.err, n.red, now), 0
 		if h.Single {
 			h.Singles = append(h.Singles, ms(now))
 		}
@@ -493,7 +493,7 @@ func (h *hostRecord) record(n need, o outcome, slot int64, now time.Time, staleG
 		}
 	default: // a bad key, a 2FA failure, any other answer: remembered for the key (B8)
 		wait := coolDown + coolDown - jitter(coolDown, n.retry.Jitter)
-		k.Until, k.Fail, k.Want = ms(now.Add(wait)), failureOf(o.err, n.red), 0
+		k.Until, k.Fail, k.Want = ms(now.Add(wait)), failureOf(o.err, n.red, now), 0
 		o.err.RetryAfter = wait
 	}
 	return goOn, next

@@ -21,7 +21,7 @@ func TestReadmeExamples(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	require.NoError(t, err)
 	var examples strings.Builder
-	for _, f := range []string{"example_test.go", "colonyauthtest/example_test.go", "redisledger/example_test.go"} {
+	for _, f := range []string{"example_test.go", "colonyauthtest/example_test.go", "colonyauthtest/recipe_test.go", "redisledger/example_test.go"} {
 		data, err := os.ReadFile(f)
 		require.NoError(t, err)
 		examples.Write(data)
@@ -66,12 +66,40 @@ func TestReadmeMain(t *testing.T) {
 	cmd.Env = append(os.Environ(), "COLONY_API_KEY="+colony.APIKey, "COLONY_BASE_URL="+colony.URL)
 	out, err = cmd.CombinedOutput()
 	require.NoError(t, err, string(out))
-	assert.Equal(t, "200 OK {\"id\":\"agent-1\",\"username\":\"test-agent\"}\n\n", string(out))
+	assert.Equal(t, "{\"id\":\"agent-1\",\"username\":\"test-agent\"}\n\n", string(out))
 
+	// A base URL with a trailing slash works the same.
+	cmd = exec.Command(bin)
+	cmd.Env = append(os.Environ(), "COLONY_API_KEY="+colony.APIKey, "COLONY_BASE_URL="+colony.URL+"/")
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	assert.Contains(t, string(out), "test-agent")
+
+	// A wrong base URL: the API answers 404, and the program says so and
+	// exits non-zero.
+	cmd = exec.Command(bin)
+	cmd.Env = append(os.Environ(), "COLONY_API_KEY="+colony.APIKey, "COLONY_BASE_URL="+strings.TrimSuffix(colony.URL, "/api/v1"))
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err, string(out))
+	assert.Contains(t, string(out), "404")
+
+	before := colony.Exchanges()
 	cmd = exec.Command(bin)
 	cmd.Env = append(os.Environ(), "COLONY_API_KEY=", "COLONY_BASE_URL="+colony.URL)
 	out, err = cmd.CombinedOutput()
 	require.Error(t, err)
 	assert.Contains(t, string(out), "the api key is empty")
-	assert.Equal(t, 1, colony.Exchanges(), "nothing sent without a key")
+	assert.Equal(t, before, colony.Exchanges(), "nothing sent without a key")
+}
+
+// The README's testing recipe is colonyauthtest/recipe_test.go, which go
+// test runs there.
+func TestReadmeRecipe(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	recipe, err := os.ReadFile("colonyauthtest/recipe_test.go")
+	require.NoError(t, err)
+	_, body, ok := strings.Cut(string(recipe), "// fetchMe is")
+	require.True(t, ok)
+	assert.Contains(t, string(readme), "```go\n// fetchMe is"+body+"```", "README and colonyauthtest/recipe_test.go differ")
 }

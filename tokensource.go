@@ -99,6 +99,7 @@ type source struct {
 	loading     *cacheLoad            // ... or is being read
 	failErr     *Error                // remembered failure ...
 	failUntil   time.Time             // ... returned without a request until this
+	failAt      time.Time             // ... and seen at this time
 	force       bool                  // the token was invalidated: exchange even within the minute
 	rejects     int                   // tokens invalidated within a minute of their exchange, in a row (B27) ...
 	lastReject  time.Time             // ... the last at
@@ -288,6 +289,7 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 			if now.Before(s.failUntil) {
 				e := *s.failErr
 				e.RetryAfter = roundUp(s.failUntil.Sub(now))
+				e.ago, e.known = max(0, now.Sub(s.failAt)), true
 				s.mu.Unlock()
 				return nil, &e
 			}
@@ -378,7 +380,7 @@ func (s *TokenSource) finish(f *flight, st *state, err *Error, until time.Time) 
 		return
 	}
 	if err != nil && until.After(now) && !f.stale { // a refresh's schedule is not a caller's: the ledger knows it
-		s.failErr, s.failUntil = err, until
+		s.failErr, s.failUntil, s.failAt = err, until, now
 	}
 }
 
@@ -442,7 +444,7 @@ func (s *TokenSource) holdAfterRejects(st *state) {
 	}
 	wait := min(minExchange<<min(s.rejects-2, 4), maxServerWait)
 	if until := st.obtained.Add(wait); until.After(now) {
-		s.failUntil = until
+		s.failUntil, s.failAt = until, now
 		s.failErr = &Error{kind: ErrRateLimited, Message: fmt.Sprintf(
 			"the API rejected the last %d tokens within a minute of their exchange; nothing will be sent until the next exchange is due (is the base URL the API that issued them?)", s.rejects)}
 	}

@@ -103,10 +103,10 @@ func TestErrorClassification(t *testing.T) {
 		{403, `{"detail":{"code":"AUTH_2FA_INVALID","message":"bad code"}}`, ErrTwoFactorInvalid, "AUTH_2FA_INVALID", "do not rotate"},
 		// §1: the status decides the class, the code only refines a 401/403.
 		{400, `{"detail":{"code":"AUTH_2FA_INVALID","message":"bad code"}}`, nil, "AUTH_2FA_INVALID", "bad code"},
-		{429, `{"detail":{"code":"AUTH_2FA_INVALID","message":"too many codes"}}`, ErrRateLimited, "AUTH_2FA_INVALID", "wait for RetryAfter"},
+		{429, `{"detail":{"code":"AUTH_2FA_INVALID","message":"too many codes"}}`, ErrRateLimited, "AUTH_2FA_INVALID", "try again in 1m30s, retrying sooner"},
 		{404, `{"detail":{"code":"AUTH_2FA_REQUIRED","message":"nope"}}`, nil, "AUTH_2FA_REQUIRED", "should end in /api/v1"},
-		{429, `{"detail":"slow down"}`, ErrRateLimited, "", "wait for RetryAfter"},
-		{502, `<html><body>Bad Gateway</body></html>`, ErrUnavailable, "", "try again after RetryAfter"},
+		{429, `{"detail":"slow down"}`, ErrRateLimited, "", "try again in 1m30s, retrying sooner"},
+		{502, `<html><body>Bad Gateway</body></html>`, ErrUnavailable, "", "try again in 1m30s (a running program"},
 		{404, `{"detail":"Not Found"}`, nil, "", "should end in /api/v1"},
 	}
 	for _, c := range cases {

@@ -220,7 +220,9 @@ func (s *Server) SetLatency(d time.Duration) {
 }
 
 // RequireTOTP turns on two-factor authentication: exchanges must carry
-// totp_code equal to code ("" turns it off).
+// totp_code equal to code ("" turns it off). As on the Colony, each code is
+// accepted once per 30 s window (of the server's clock): a second exchange
+// with it in the same window gets 401 AUTH_2FA_INVALID.
 func (s *Server) RequireTOTP(code string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -241,9 +243,15 @@ func (s *Server) Exchanges() int {
 	return s.exchanges
 }
 
-// ServeHTTP serves the fake API; the base URL's path (/api/v1) is optional.
+// ServeHTTP serves the fake API under /api/v1, the base URL's path. As the
+// Colony does, it answers 404 to any other path (/auth/token without the
+// base path included), so tests catch a wrong base URL. Requests records
+// paths without the base path: "/auth/token".
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path := strings.TrimPrefix(r.URL.Path, "/api/v1")
+	path, underBase := strings.CutPrefix(r.URL.Path, "/api/v1")
+	if !underBase {
+		path = "(outside /api/v1) " + r.URL.Path
+	}
 	s.mu.Lock()
 	latency := s.latency
 	s.mu.Unlock()

@@ -294,7 +294,7 @@ func TestMessages(t *testing.T) {
 		code := run(context.Background(), []string{"--base-url", srv.URL, "--no-cache"}, e)
 		assert.Equal(t, exitUnavailable, code)
 		assert.Contains(t, errOut.String(), ": 502 Bad Gateway: the answer is text/plain, not JSON")
-		assert.Contains(t, errOut.String(), "retry after 30s)")
+		assert.Contains(t, errOut.String(), "try again in 30s (")
 	})
 }
 
