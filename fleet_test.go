@@ -312,8 +312,9 @@ func hostBudgetHealthyStart(t *testing.T, cache Cache) {
 // requests in the outage's hour, the first token ≤ 120 s after recovery,
 // every agent's by recovery + 3 h 05 min, no 429.
 func TestHostOneProberDuringOutage(t *testing.T) {
-	t.Run("memory", func(t *testing.T) { hostOneProber(t, NewMemoryCache()) })
-	t.Run("directory", func(t *testing.T) { hostOneProber(t, fileCache{dir: t.TempDir()}) })
+	// Parallel: each takes seconds (100 agents, 4 fake hours), more under -race.
+	t.Run("memory", func(t *testing.T) { t.Parallel(); hostOneProber(t, NewMemoryCache()) })
+	t.Run("directory", func(t *testing.T) { t.Parallel(); hostOneProber(t, fileCache{dir: t.TempDir()}) })
 }
 
 func hostOneProber(t *testing.T, cache Cache) {

@@ -42,7 +42,7 @@ import (
 const DefaultBaseURL = "https://thecolony.ai/api/v1"
 
 const (
-	version = "0.2.0"
+	version = "0.1.0" // the release this source becomes: .ci/release-check compares it with the CHANGELOG
 	// userAgent identifies the package to the Colony on /auth/token.
 	userAgent = "colonyauth-go/" + version
 

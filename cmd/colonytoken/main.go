@@ -10,10 +10,11 @@
 // no network.
 //
 // Exit codes: 0 ok, 1 other error, 2 usage (no key, an empty or unreadable
-// --key-file, a bad flag or base URL), 3 credentials rejected (bad key,
-// two-factor code, or a failing --totp-command), 4 unavailable (retries
-// spent or rate limited), 130 interrupted (SIGINT), 143 terminated
-// (SIGTERM).
+// --key-file, a bad flag, a bad base URL or one that answers 404), 3
+// credentials rejected (bad key, two-factor code, or a failing
+// --totp-command), 4 unavailable (retries spent or rate limited), 130
+// interrupted (SIGINT), 143 terminated (SIGTERM). "colonytoken help" is
+// "colonytoken -h"; --version prints the version.
 package main
 
 import (
@@ -24,10 +25,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +51,7 @@ const (
 
 const usage = `usage: colonytoken [flags]     print a bearer token for $COLONY_API_KEY
        colonytoken demo          watch the retry loop against a fake Colony
+       colonytoken help          this text (as -h)
 
 The key comes from $COLONY_API_KEY, or from the file named by --key-file
 (there is no flag for the key itself: it would show in ps). Only the token
@@ -62,7 +67,8 @@ $COLONY_TOTP_COMMAND) is run with sh -c for each attempt and must print the
 current code.
 
 Exit codes: 0 ok, 1 other error, 2 usage (no key, an empty or unreadable
---key-file, a bad flag or base URL), 3 credentials rejected (bad key,
+--key-file, a bad flag, a bad base URL or one without /auth/token: 404),
+3 credentials rejected (bad key,
 two-factor code, or a failing --totp-command), 4 unavailable (retries spent
 or rate limited), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
@@ -103,8 +109,13 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, e env) int {
-	if len(args) > 0 && args[0] == "demo" {
-		return demo(ctx, e)
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return demo(ctx, e)
+		case "help":
+			args = []string{"-h"} // as gh: "colonytoken help" is "colonytoken -h"
+		}
 	}
 	fs := flag.NewFlagSet("colonytoken", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -114,12 +125,17 @@ func run(ctx context.Context, args []string, e env) int {
 	totpCommand := fs.String("totp-command", "", "shell `COMMAND` printing the current two-factor code (default $COLONY_TOTP_COMMAND)")
 	asJSON := fs.Bool("json", false, "print {\"access_token\", \"token_type\", \"expiry\", \"refresh_at\"} instead of the bare token")
 	noCache := fs.Bool("no-cache", false, "neither read nor write the token cache")
-	verbose := fs.Bool("v", false, "log every retry to stderr")
+	verbose := fs.Bool("v", false, "log every retry to stderr, and where the token came from")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(e.stdout, "colonytoken", buildVersion())
+		return exitOK
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(e.stderr, "colonytoken: unexpected argument %q (the key comes from $COLONY_API_KEY or --key-file)\n", fs.Arg(0))
@@ -133,7 +149,8 @@ func run(ctx context.Context, args []string, e env) int {
 	*baseURL = firstOf(*baseURL, e.getenv("COLONY_BASE_URL"), colonyauth.DefaultBaseURL)
 	*totpCommand = firstOf(*totpCommand, e.getenv("COLONY_TOTP_COMMAND"))
 
-	opts := []colonyauth.Option{colonyauth.WithBaseURL(*baseURL), colonyauth.WithContext(ctx), colonyauth.WithLogger(slog.New(&progress{stderr: e.stderr, verbose: *verbose}))}
+	p := &progress{stderr: e.stderr, verbose: *verbose}
+	opts := []colonyauth.Option{colonyauth.WithBaseURL(*baseURL), colonyauth.WithContext(ctx), colonyauth.WithLogger(slog.New(p))}
 	if !*noCache {
 		opts = append(opts, colonyauth.WithFileCache(""))
 	}
@@ -141,6 +158,7 @@ func run(ctx context.Context, args []string, e env) int {
 		opts = append(opts, colonyauth.WithTOTP(totpFromCommand(ctx, *totpCommand, &redactingWriter{w: e.stderr, secret: key})))
 	}
 	src := colonyauth.New(key, append(opts, e.opts...)...)
+	start := time.Now()
 	tok, err := src.TokenContext(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -152,6 +170,13 @@ func run(ctx context.Context, args []string, e env) int {
 		}
 		fmt.Fprintln(e.stderr, cliMessage(err))
 		return exitCode(err)
+	}
+	if *verbose { // one line when all went well, on stderr
+		if p.exchanged.Load() {
+			fmt.Fprintf(e.stderr, "colonytoken: exchanged in %v\n", roundForPeople(time.Since(start)))
+		} else {
+			fmt.Fprintf(e.stderr, "colonytoken: token from the cache, refresh at %s\n", tok.Expiry.Local().Format(time.RFC3339))
+		}
 	}
 	if *asJSON {
 		exp, _ := tok.Extra("expires_at").(time.Time)
@@ -252,6 +277,8 @@ func exitCode(err error) int {
 		return exitUnavailable
 	case errors.As(err, &cfg) && cfg.Attempts == 0 && cfg.Err == nil && cfg.StatusCode == 0:
 		return exitUsage // an invalid --base-url and the like
+	case errors.As(err, &cfg) && (cfg.StatusCode == http.StatusNotFound || cfg.StatusCode == http.StatusMethodNotAllowed):
+		return exitUsage // /auth/token is not there: a wrong --base-url
 	}
 	return exitError
 }
@@ -260,23 +287,30 @@ func exitCode(err error) int {
 // without, one line when retrying starts, and one when it waits for
 // another process's attempts, so that a wait of minutes is not silent. stdout is never touched.
 type progress struct {
-	stderr   io.Writer
-	verbose  bool
-	once     sync.Once
-	waitOnce sync.Once
-	text     slog.Handler
+	stderr    io.Writer
+	verbose   bool
+	exchanged atomic.Bool // the source logged an exchange (-v says so at the end)
+	once      sync.Once
+	waitOnce  sync.Once
+	text      slog.Handler
 }
 
 func (p *progress) Enabled(_ context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn || p.verbose && l >= slog.LevelInfo
+	return l >= slog.LevelWarn || p.verbose
 }
 
 func (p *progress) Handle(ctx context.Context, r slog.Record) error {
-	if p.verbose {
+	if r.Message == "colonyauth: token obtained" {
+		p.exchanged.Store(true)
+	}
+	if p.verbose && r.Level >= slog.LevelInfo {
 		if p.text == nil {
 			p.text = slog.NewTextHandler(p.stderr, nil)
 		}
 		return p.text.Handle(ctx, r)
+	}
+	if p.verbose || r.Level < slog.LevelWarn {
+		return nil
 	}
 	if strings.Contains(r.Message, "waiting for its attempts") {
 		p.waitOnce.Do(func() {
@@ -310,3 +344,22 @@ func (p *progress) Handle(ctx context.Context, r slog.Record) error {
 
 func (p *progress) WithAttrs([]slog.Attr) slog.Handler { return p }
 func (p *progress) WithGroup(string) slog.Handler      { return p }
+
+// buildVersion is the module version the binary was built from ("v0.1.0"
+// for go install …@v0.1.0, "(devel)" from a checkout), and its Go version.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	return info.Main.Version + " " + info.GoVersion
+}
+
+// roundForPeople rounds d to the millisecond below a second, else to the
+// tenth of a second.
+func roundForPeople(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}

@@ -113,6 +113,7 @@ func TestExitCodes(t *testing.T) {
 		{"unavailable", func(s *colonyauthtest.Server) { s.Down(http.StatusBadGateway) }, "", nil, exitUnavailable, "unavailable"},
 		{"rate limited", func(s *colonyauthtest.Server) { s.FailNext(1, http.StatusTooManyRequests, time.Minute) }, "", nil, exitUnavailable, "rate limited"},
 		{"other", func(s *colonyauthtest.Server) { s.FailNext(1, http.StatusInternalServerError, 0) }, "", nil, exitError, "500"},
+		{"base URL without /auth/token (404)", func(s *colonyauthtest.Server) { s.FailNext(1, http.StatusNotFound, 0) }, "", nil, exitUsage, "check the base URL"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -146,13 +147,18 @@ func TestExitCodes(t *testing.T) {
 func TestHelp(t *testing.T) {
 	code, _, stderr := runCLI(t, nil, nil, "--help")
 	assert.Equal(t, exitOK, code)
+	helpCode, helpOut, helpErr := runCLI(t, nil, nil, "help")
+	assert.Equal(t, exitOK, helpCode, "colonytoken help is -h, as in gh")
+	assert.Empty(t, helpOut)
+	assert.Equal(t, stderr, helpErr)
 	for _, want := range []string{"COLONY_API_KEY", "--key-file", "-json", "-no-cache", "-totp-command", "COLONY_TOTP_COMMAND",
 		"Exit codes: 0 ok, 1 other error, 2 usage", "empty or unreadable\n--key-file", "3 credentials rejected", "4 unavailable", "130 interrupted", "143 terminated"} {
 		assert.Contains(t, stderr, want)
 	}
 }
 
-// -v logs each retry to stderr; stdout still has only the token.
+// -v logs each retry to stderr and ends with one line saying where the
+// token came from; stdout still has only the token.
 func TestVerbose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := colonyauthtest.NewUnstarted()
@@ -162,8 +168,30 @@ func TestVerbose(t *testing.T) {
 		assert.Contains(t, stderr, "level=WARN")
 		assert.Contains(t, stderr, "attempt=1 status=503")
 		assert.Contains(t, stderr, "delay=2s")
+		assert.Contains(t, stderr, "colonytoken: exchanged in 2s\n")
 		assert.Equal(t, 1, strings.Count(stdout, "\n"))
 	})
+	t.Run("all well", func(t *testing.T) {
+		srv := colonyauthtest.NewUnstarted()
+		cache := t.TempDir()
+		keyEnv := map[string]string{"COLONY_API_KEY": srv.APIKey}
+		t.Setenv("XDG_CACHE_HOME", cache)
+		t.Setenv("HOME", cache)
+		code, _, stderr := runWith(t, context.Background(), srv, keyEnv, nil, "+cache", "-v")
+		require.Equal(t, exitOK, code, stderr)
+		assert.Regexp(t, `^colonytoken: exchanged in \d+(\.\d+)?m?s\n$`, stderr, "one line, not silence")
+		code, _, stderr = runWith(t, context.Background(), srv, keyEnv, nil, "+cache", "-v")
+		require.Equal(t, exitOK, code, stderr)
+		assert.Regexp(t, `^colonytoken: token from the cache, refresh at \d{4}-\d\d-\d\dT`, stderr)
+		assert.Equal(t, 1, srv.Exchanges())
+	})
+}
+
+// --version prints the build's version on stdout.
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runCLI(t, nil, nil, "--version")
+	assert.Equal(t, exitOK, code, stderr)
+	assert.Regexp(t, `^colonytoken \S+ go1\.\d+`, stdout)
 }
 
 // The demo prints three failed attempts with their delays, then a 200.
