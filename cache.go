@@ -57,15 +57,26 @@ func WithCache(c Cache) Option {
 // and only regular files of at most 64 KiB are read.
 func WithFileCache(dir string) Option {
 	return func(o *options) {
-		if dir == "" {
-			base, err := os.UserCacheDir()
-			if err != nil {
-				return
-			}
-			dir = filepath.Join(base, "colonyauth")
+		if c, err := NewFileCache(dir); err == nil {
+			o.cache = c
 		}
-		o.cache = fileCache{dir: dir}
 	}
+}
+
+// NewFileCache returns the Cache (and Ledger) that WithFileCache uses, for
+// dir ("" is os.UserCacheDir()/colonyauth), so that it can be wrapped: a
+// Cache that shares the host's record through the directory but keeps its
+// tokens elsewhere, as the host broker does for two-factor requests. The
+// error is that of os.UserCacheDir; the directory itself is checked on use.
+func NewFileCache(dir string) (Cache, error) {
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return nil, err
+		}
+		dir = filepath.Join(base, "colonyauth")
+	}
+	return fileCache{dir: dir}, nil
 }
 
 // NewMemoryCache returns a Cache and Ledger in memory, for the sources of

@@ -151,6 +151,13 @@ func New(apiKey string, opts ...Option) *TokenSource {
 	s.tokenURL = s.baseURL + "/auth/token"
 	s.record = ledgerName(s.baseURL)
 	s.cacheKey = cacheKey(s.baseURL, apiKey)
+	if s.totp != nil {
+		// A token minted with a second factor has an entry of its own, so
+		// that a source without WithTOTP never loads it: the host broker
+		// serves a caller with the key alone only what the key alone
+		// gets (B37).
+		s.cacheKey = cacheKey(s.baseURL, apiKey+"\x00two-factor")
+	}
 	if fc, ok := s.cache.(fileCache); ok {
 		fc.log = s.log
 		s.cache = fc

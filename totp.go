@@ -6,7 +6,9 @@ import "strings"
 // accounts with 2FA enabled. code is called once per attempt (codes change
 // and each is accepted once), and what it returns is checked before
 // sending: 6–8 digits, or a 10–16 character recovery code. An error from
-// code is returned, wrapped, with no request sent.
+// code is returned, wrapped, with no request sent. With a cache, tokens
+// minted with a code are kept in an entry of their own: a source of the
+// same key without WithTOTP never loads them.
 func WithTOTP(code func() (string, error)) Option {
 	return func(o *options) {
 		if code == nil {

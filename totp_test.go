@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
 )
 
 // B13: the code is sent as totp_code, fetched anew for every attempt.
@@ -94,5 +96,28 @@ func TestTOTPFunctionError(t *testing.T) {
 		require.ErrorIs(t, err, errLocked)
 		assert.Contains(t, err.Error(), "keychain locked")
 		assert.Zero(t, srv.Exchanges())
+	})
+}
+
+// B37: a token minted with a second factor is kept in a cache entry of its
+// own. A source of the same key without WithTOTP never loads it (the host
+// broker serving a caller with the key alone relies on this); a source
+// with WithTOTP does.
+func TestTwoFactorTokensKeptApart(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		srv := colonyauthtest.NewUnstarted()
+		srv.RequireTOTP("123456")
+		cache := NewMemoryCache()
+		opts := []Option{WithBaseURL(srv.URL), WithHTTPClient(srv.Client()), WithCache(cache)}
+		code := WithTOTP(func() (string, error) { return "123456", nil })
+		mustToken(t, New(srv.APIKey, append(opts, code)...))
+		require.Equal(t, 1, srv.Exchanges())
+
+		_, err := New(srv.APIKey, opts...).Token()
+		require.ErrorIs(t, err, ErrTwoFactorRequired, "the key alone does not get the two-factor token")
+		assert.Equal(t, 2, srv.Exchanges())
+
+		mustToken(t, New(srv.APIKey, append(opts, code)...))
+		assert.Equal(t, 2, srv.Exchanges(), "a source with WithTOTP loads it")
 	})
 }
