@@ -51,6 +51,8 @@ const (
 
 const usage = `usage: colonytoken [flags]     print a bearer token for $COLONY_API_KEY
        colonytoken demo          watch the retry loop against a fake Colony
+       colonytoken serve         the host broker for every Colony client (serve -h)
+       colonytoken status        what the host record says (status -h)
        colonytoken help          this text (as -h)
 
 The key comes from $COLONY_API_KEY, or from the file named by --key-file
@@ -84,6 +86,7 @@ type env struct {
 	stdout, stderr io.Writer
 	signal         func() os.Signal    // the signal that ended ctx, if any
 	opts           []colonyauth.Option // appended to the source's options
+	transport      http.RoundTripper   // the broker's upstream transport (nil: the default)
 }
 
 func main() {
@@ -113,6 +116,10 @@ func run(ctx context.Context, args []string, e env) int {
 		switch args[0] {
 		case "demo":
 			return demo(ctx, e)
+		case "serve":
+			return serve(ctx, args[1:], e)
+		case "status":
+			return status(args[1:], e)
 		case "help":
 			args = []string{"-h"} // as gh: "colonytoken help" is "colonytoken -h"
 		}

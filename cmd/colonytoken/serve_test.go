@@ -1,0 +1,424 @@
+package main
+
+// The host broker with real processes (B35–B41): colonytoken serve in front
+// of a loopback colonyauthtest server with the real limit (30 answers an
+// hour per address), and agents that are real processes of the official
+// Colony Python SDK (../shared/clients, on PYTHONPATH; never copied here).
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
+)
+
+// sdkPath is the official Python SDK's source directory. Outside CI a test
+// that needs it skips when it is missing; under CI it fails.
+func sdkPath(t *testing.T) string {
+	t.Helper()
+	candidates := []string{os.Getenv("COLONY_SDK_PYTHON"), "../../../shared/clients/colony-sdk-python-1.34/src"}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(c, "colony_sdk", "client.py")); err == nil {
+			if _, err := exec.LookPath("python3"); err != nil {
+				missing(t, "python3")
+			}
+			abs, _ := filepath.Abs(c)
+			return abs
+		}
+	}
+	missing(t, "the Colony Python SDK (set COLONY_SDK_PYTHON to its src directory)")
+	return ""
+}
+
+func missing(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is missing: .ci/run must provide it", what)
+	}
+	t.Skipf("%s is missing (CI provides it)", what)
+}
+
+// broker is a running colonytoken serve process.
+type brokerProc struct {
+	URL string // the clients' base URL
+	cmd *exec.Cmd
+	out *syncBuffer // its stderr
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var urlLine = regexp.MustCompile(`clients use (https?://\S+)`)
+
+// startBroker starts colonytoken serve on a free loopback port in front of
+// upstream, with cache as the host's cache directory, and waits for the
+// URL it prints once it accepts connections.
+func startBroker(t *testing.T, bin, upstream, cache string, args ...string) *brokerProc {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--base-url", upstream, "--cache-dir", cache}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &brokerProc{cmd: cmd, out: &syncBuffer{}}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.out.Write([]byte(sc.Text() + "\n"))
+			if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case found <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case p.URL = <-found:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the broker printed no URL: %s", p.out.String())
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return p
+}
+
+// stop sends SIGTERM and checks that the broker exits 0 within 5 s.
+func (p *brokerProc) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		assert.NoError(t, err, "exit 0 on SIGTERM: %s", p.out.String())
+	case <-time.After(6 * time.Second):
+		t.Fatal("the broker did not stop within 5 s of SIGTERM")
+	}
+}
+
+// agentResult is what testdata/sdk_agent.py printed.
+type agentResult struct {
+	OK         bool    `json:"ok"`
+	Error      string  `json:"error"`
+	RetryAfter float64 `json:"retry_after"`
+	took       time.Duration
+}
+
+// runSDKAgents runs one Python SDK agent per key at once against baseURL.
+func runSDKAgents(t *testing.T, sdk, baseURL string, keys []string, extra ...string) []agentResult {
+	t.Helper()
+	results := make([]agentResult, len(keys))
+	var wg sync.WaitGroup
+	for i, key := range keys {
+		wg.Go(func() {
+			cmd := exec.Command("python3", "testdata/sdk_agent.py")
+			cmd.Env = append(os.Environ(), "PYTHONPATH="+sdk, "COLONY_API_KEY="+key, "COLONY_BASE_URL="+baseURL,
+				"NO_PROXY=*", "HOME="+t.TempDir())
+			cmd.Env = append(cmd.Env, extra...)
+			began := time.Now()
+			out, _ := cmd.Output()
+			results[i].took = time.Since(began)
+			if err := json.Unmarshal(out, &results[i]); err != nil {
+				results[i].Error = "no result: " + string(out)
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+func count(rs []agentResult, f func(agentResult) bool) (n int) {
+	for _, r := range rs {
+		if f(r) {
+			n++
+		}
+	}
+	return n
+}
+
+func newKeys(srv *colonyauthtest.Server, n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = srv.NewKey()
+	}
+	return keys
+}
+
+// B36, B39: 40 Python agents start together through the broker with the
+// real limit: 30 get their token, 10 get the SDK's rate-limit error at
+// once, and no 429 reaches the Colony. Directly, the same 40 draw 429s.
+func TestBrokerHealthyStartPython(t *testing.T) {
+	sdk := sdkPath(t)
+	bin := buildCLI(t)
+	srv := colonyauthtest.NewServer(colonyauthtest.WithRateLimit(30))
+	defer srv.Close()
+	b := startBroker(t, bin, srv.URL, t.TempDir())
+
+	rs := runSDKAgents(t, sdk, b.URL, newKeys(srv, 40))
+	ok := count(rs, func(r agentResult) bool { return r.OK })
+	limited := count(rs, func(r agentResult) bool { return r.Error == "ColonyRateLimitError" && r.RetryAfter > 0 })
+	// At once: the broker answered each refusal without waiting (the
+	// agents' own time is mostly 40 Python start-ups on a small machine).
+	fast := 0
+	for _, m := range regexp.MustCompile(`status=429 answer=budget duration=(\S+)`).FindAllStringSubmatch(b.out.String(), -1) {
+		if d, err := time.ParseDuration(m[1]); err == nil && d < 2*time.Second {
+			fast++
+		}
+	}
+	t.Logf("through the broker: %d ok, %d rate-limited (%d at once), %d 429s upstream, %d exchanges", ok, limited, fast, srv.RateLimited(), srv.Exchanges())
+	assert.Equal(t, 30, ok)
+	assert.Equal(t, 10, limited, "%+v", rs)
+	assert.Equal(t, 10, fast, "the rate-limited ones fail at once")
+	assert.Zero(t, srv.RateLimited(), "no 429 reaches the Colony")
+	assert.Equal(t, 30, srv.Exchanges())
+	assert.NotContains(t, b.out.String(), "col_", "no key in the broker's log")
+
+	direct := colonyauthtest.NewServer(colonyauthtest.WithRateLimit(30))
+	defer direct.Close()
+	rs = runSDKAgents(t, sdk, direct.URL, newKeys(direct, 40))
+	t.Logf("directly: %d ok, %d 429s", count(rs, func(r agentResult) bool { return r.OK }), direct.RateLimited())
+	assert.Positive(t, direct.RateLimited(), "without the broker the SDK draws 429s")
+	b.stop(t)
+}
+
+// B36, B21: 25 Python agents start during a 30-second blip of /auth/token:
+// all 25 get their token, and only the broker's prober reaches the Colony
+// while it is down. Restarted (SDK cache off) behind a restarted broker
+// with the same cache directory, they cost no exchange.
+func TestBrokerBlipAndRestartPython(t *testing.T) {
+	sdk := sdkPath(t)
+	bin := buildCLI(t)
+	srv := colonyauthtest.NewServer(colonyauthtest.WithRateLimit(30))
+	defer srv.Close()
+	cache := t.TempDir()
+	b := startBroker(t, bin, srv.URL, cache)
+	keys := newKeys(srv, 25)
+
+	srv.Down(http.StatusBadGateway)
+	start := time.Now()
+	const blip = 30 * time.Second
+	up := time.AfterFunc(blip, srv.Up)
+	defer up.Stop()
+	rs := runSDKAgents(t, sdk, b.URL, keys)
+	down := 0
+	for _, q := range srv.Requests() {
+		if q.Path == "/auth/token" && q.Time.Before(start.Add(blip)) {
+			down++
+		}
+	}
+	ok := count(rs, func(r agentResult) bool { return r.OK })
+	t.Logf("blip: %d of 25 ok, %d requests while down, %d exchanges in all, %d 429s", ok, down, srv.Exchanges(), srv.RateLimited())
+	assert.Equal(t, 25, ok, "%+v", rs)
+	assert.LessOrEqual(t, down, 8, "requests while /auth/token is down")
+	assert.Zero(t, srv.RateLimited())
+	b.stop(t)
+
+	before := srv.Exchanges()
+	b = startBroker(t, bin, srv.URL, cache)
+	rs = runSDKAgents(t, sdk, b.URL, keys)
+	assert.Equal(t, 25, count(rs, func(r agentResult) bool { return r.OK }))
+	assert.Equal(t, before, srv.Exchanges(), "the cache directory kept the tokens: no new exchange")
+	b.stop(t)
+}
+
+// B37 with the SDK: a 2FA key gets its token with the code, and the key
+// alone gets the SDK's two-factor error, as it would without the broker.
+func TestBrokerTwoFactorPython(t *testing.T) {
+	sdk := sdkPath(t)
+	bin := buildCLI(t)
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	srv.RequireTOTP("135790")
+	b := startBroker(t, bin, srv.URL, t.TempDir())
+	rs := runSDKAgents(t, sdk, b.URL, []string{srv.APIKey}, "COLONY_TOTP=135790")
+	assert.True(t, rs[0].OK, "%+v", rs[0])
+	rs = runSDKAgents(t, sdk, b.URL, []string{srv.APIKey})
+	assert.Equal(t, "ColonyTwoFactorRequiredError", rs[0].Error)
+	assert.NotContains(t, b.out.String(), "135790", "no code in the log")
+	b.stop(t)
+}
+
+// B35, B39 with a Go client as the SDKs behave: 1,000 concurrent requests
+// to the broker process are all answered, bad input gets the Colony's
+// answers, a client that hangs up costs nothing, and GET /-/status and
+// /-/healthz answer.
+func TestBrokerProcessUnderLoad(t *testing.T) {
+	bin := buildCLI(t)
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	b := startBroker(t, bin, srv.URL, t.TempDir())
+	keys := newKeys(srv, 20)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 200, MaxIdleConnsPerHost: 200}}
+	codes := make([]int, 1000)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Go(func() {
+			resp, err := client.Post(b.URL+"/auth/token", "application/json", strings.NewReader(`{"api_key":"`+keys[i%len(keys)]+`"}`))
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, 1000, count2(codes, http.StatusOK))
+	assert.Equal(t, len(keys), srv.Exchanges(), "one exchange per key")
+
+	for body, want := range map[string]int{
+		`{"api_key":"` + strings.Repeat("x", 70000) + `"}`: http.StatusRequestEntityTooLarge,
+		`not json`:                     http.StatusUnprocessableEntity,
+		`{"api_key":""}`:               http.StatusUnprocessableEntity,
+		`{"api_key":"eyJhbGci.e30.x"}`: http.StatusUnauthorized,
+	} {
+		resp, err := client.Post(b.URL+"/auth/token", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, want, resp.StatusCode)
+	}
+	resp, err := client.Get(b.URL + "/auth/token")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, b.URL+"/auth/token", strings.NewReader(`{"api_key":"`+srv.NewKey()+`"}`))
+	srv.SetLatency(2 * time.Second)
+	go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+	_, err = client.Do(req)
+	require.Error(t, err, "the client hung up")
+	srv.SetLatency(0)
+
+	root := strings.TrimSuffix(b.URL, "/api/v1")
+	for _, path := range []string{"/-/status", "/-/healthz"} {
+		resp, err := client.Get(root + path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.NotContains(t, string(body), "col_")
+	}
+	resp, err = client.Get(root + "/users/me")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "outside the path")
+	b.stop(t)
+}
+
+func count2(codes []int, want int) (n int) {
+	for _, c := range codes {
+		if c == want {
+			n++
+		}
+	}
+	return n
+}
+
+// B35: anything but loopback needs TLS; a Unix socket is 0600 and serves;
+// the broker stops with exit 0 when its context ends (SIGINT, SIGTERM).
+func TestServeListening(t *testing.T) {
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	e := func(stderr io.Writer) env {
+		return env{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: stderr}
+	}
+	var out syncBuffer
+	code := serve(context.Background(), []string{"--listen", "0.0.0.0:0", "--base-url", srv.URL, "--cache-dir", t.TempDir()}, e(&out))
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, out.String(), "needs --tls-cert and --tls-key")
+
+	code = serve(context.Background(), []string{"--tls-cert", "x.pem", "--base-url", srv.URL}, e(&out))
+	assert.Equal(t, exitUsage, code, "--tls-cert without --tls-key")
+
+	sock := filepath.Join(t.TempDir(), "broker.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var log syncBuffer
+	go func() {
+		done <- serve(ctx, []string{"--listen", "unix:" + sock, "--base-url", srv.URL, "--cache-dir", t.TempDir()}, e(&log))
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(log.String(), "listening on unix:") }, 10*time.Second, 10*time.Millisecond)
+	fi, err := os.Stat(sock)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := client.Post("http://broker/api/v1/auth/token", "application/json", strings.NewReader(`{"api_key":"`+srv.APIKey+`"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, exitOK, code)
+	case <-time.After(6 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+// B41: colonytoken status reads the host record without sending anything,
+// as a table or as JSON.
+func TestStatusCommand(t *testing.T) {
+	bin := buildCLI(t)
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	cache := t.TempDir()
+	b := startBroker(t, bin, srv.URL, cache)
+	resp, err := http.Post(b.URL+"/auth/token", "application/json", strings.NewReader(`{"api_key":"`+srv.APIKey+`"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	b.stop(t)
+	before := len(srv.Requests())
+
+	var out syncBuffer
+	code := status([]string{"--base-url", srv.URL, "--cache-dir", cache}, env{getenv: func(string) string { return "" }, stdout: &out, stderr: &out})
+	require.Equal(t, exitOK, code, out.String())
+	for _, want := range []string{"answers       1 of 30 in the last hour", "429 hold      none", "outage        none", "coordination  working"} {
+		assert.Contains(t, out.String(), want)
+	}
+	var js syncBuffer
+	code = status([]string{"--json", "--base-url", srv.URL, "--cache-dir", cache}, env{getenv: func(string) string { return "" }, stdout: &js, stderr: &js})
+	require.Equal(t, exitOK, code)
+	var st map[string]any
+	require.NoError(t, json.Unmarshal([]byte(js.String()), &st), js.String())
+	assert.EqualValues(t, 1, st["answers_last_hour"])
+	assert.Equal(t, true, st["coordinating"])
+	assert.Equal(t, before, len(srv.Requests()), "nothing sent")
+	assert.NotContains(t, out.String()+js.String(), srv.APIKey)
+}
