@@ -24,6 +24,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -117,6 +118,7 @@ func New(c Config) (*Broker, error) {
 		},
 		Transport:     b.client.Transport,
 		FlushInterval: -1, // streaming answers flushed as they come
+		BufferPool:    bufferPool{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil {
 				writeDetail(w, http.StatusBadGateway, "UPSTREAM_UNREACHABLE", "the broker could not reach the Colony")
@@ -153,8 +155,15 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Status is the host record of the upstream, as GET /-/status serves it.
+// When one of the broker's sources acts alone (its Ledger failed: a lock
+// held too long, a directory refused), Coordinating is false and Problem
+// is the reason it recorded.
 func (b *Broker) Status() colonyauth.HostStatus {
-	return colonyauth.ReadHostStatus(b.cache, b.base, colonyauth.DefaultHostLimit, b.clock.Now())
+	st := colonyauth.ReadHostStatus(b.cache, b.base, colonyauth.DefaultHostLimit, b.clock.Now())
+	if err := b.sources.alone(); err != nil && st.Coordinating {
+		st.Coordinating, st.Problem = false, "a source acts alone: "+err.Error()
+	}
+	return st
 }
 
 // token answers POST {path}/auth/token.
@@ -315,6 +324,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// bufferPool reuses the proxy's copy buffers (32 KiB each) across requests.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func (bufferPool) Get() []byte { return buffers.Get().(*[32 << 10]byte)[:] }
+func (bufferPool) Put(b []byte) {
+	if len(b) == 32<<10 {
+		buffers.Put((*[32 << 10]byte)(b))
+	}
 }
 
 // statusWriter remembers the status of a proxied answer, for the log.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,4 +299,23 @@ func TestThousandConcurrent(t *testing.T) {
 		require.Equal(t, http.StatusOK, c, "request %d", i)
 	}
 	assert.Equal(t, len(keys), srv.Exchanges())
+}
+
+// B41: when coordination is lost (here, a directory others can write to),
+// /-/status says so, with what to do.
+func TestStatusSaysCoordinationLost(t *testing.T) {
+	srv := colonyauthtest.NewUnstarted()
+	dir := t.TempDir()
+	b := newBroker(t, srv, nil, Config{CacheDir: dir})
+	require.NoError(t, os.Chmod(dir, 0o777))
+	w, _ := post(b, keyBody(srv.APIKey))
+	assert.Equal(t, http.StatusOK, w.Code, "acting alone still serves")
+	st := b.Status()
+	assert.False(t, st.Coordinating)
+	assert.Contains(t, st.Problem, "chmod 700")
+}
+
+func decode(resp *http.Response, v any) {
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(v)
 }

@@ -74,6 +74,18 @@ func (s *sources) sweep(now time.Time) {
 	}
 }
 
+// alone is the reason one of the sources acts alone, or nil.
+func (s *sources) alone() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.m {
+		if err := e.src.Alone(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // len is the number of sources kept.
 func (s *sources) len() int {
 	s.mu.Lock()

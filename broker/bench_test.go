@@ -1,0 +1,88 @@
+package broker
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/thecolonycc/colonyauth/colonyauthtest"
+)
+
+// BenchmarkCachedToken: POST /auth/token for a key whose token is cached,
+// through the broker on loopback, beside the loopback round trip alone
+// (GET /-/healthz on the same broker) as the baseline.
+func BenchmarkCachedToken(b *testing.B) {
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	br, err := New(Config{Upstream: srv.URL, CacheDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(br)
+	defer hs.Close()
+	c := hs.Client()
+	body := `{"api_key":"` + srv.APIKey + `"}`
+	do := func(b *testing.B, req func() (*http.Response, error)) {
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := req()
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatal(resp.Status)
+			}
+		}
+	}
+	b.Run("loopback round trip (healthz)", func(b *testing.B) {
+		do(b, func() (*http.Response, error) { return c.Get(hs.URL + "/-/healthz") })
+	})
+	b.Run("broker, cached", func(b *testing.B) {
+		do(b, func() (*http.Response, error) {
+			return c.Post(hs.URL+br.Path()+"/auth/token", "application/json", strings.NewReader(body))
+		})
+	})
+}
+
+// BenchmarkProxy: GET /users/me through the broker, beside the same
+// request straight to the (loopback) Colony.
+func BenchmarkProxy(b *testing.B) {
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	br, err := New(Config{Upstream: srv.URL, CacheDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(br)
+	defer hs.Close()
+	resp, err := http.Post(hs.URL+br.Path()+"/auth/token", "application/json", strings.NewReader(`{"api_key":"`+srv.APIKey+`"}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	decode(resp, &tok)
+	for name, url := range map[string]string{"direct": srv.URL + "/users/me", "through the broker": hs.URL + br.Path() + "/users/me"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatal(resp.Status)
+				}
+			}
+		})
+	}
+}
