@@ -8,8 +8,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -421,4 +429,58 @@ func TestStatusCommand(t *testing.T) {
 	assert.Equal(t, true, st["coordinating"])
 	assert.Equal(t, before, len(srv.Requests()), "nothing sent")
 	assert.NotContains(t, out.String()+js.String(), srv.APIKey)
+}
+
+// B35: with --tls-cert and --tls-key the broker serves https (and may then
+// listen beyond loopback); the URL it prints says https.
+func TestServeTLS(t *testing.T) {
+	srv := colonyauthtest.NewServer()
+	defer srv.Close()
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, certPEM, 0o600))
+	require.NoError(t, os.WriteFile(keyFile, keyPEM, 0o600))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var log syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- serve(ctx, []string{"--listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile,
+			"--base-url", srv.URL, "--cache-dir", t.TempDir()}, env{getenv: func(string) string { return "" }, stdout: io.Discard, stderr: &log})
+	}()
+	require.Eventually(t, func() bool { return urlLine.MatchString(log.String()) }, 10*time.Second, 10*time.Millisecond)
+	base := urlLine.FindStringSubmatch(log.String())[1]
+	require.True(t, strings.HasPrefix(base, "https://127.0.0.1:"), base)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(certPEM))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Post(base+"/auth/token", "application/json", strings.NewReader(`{"api_key":"`+srv.APIKey+`"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	cancel()
+	assert.Equal(t, exitOK, <-done)
+}
+
+// selfSigned is a certificate for 127.0.0.1, and its key, in PEM.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "colonytoken test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	kder, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
