@@ -10,18 +10,24 @@ import (
 	"github.com/thecolonycc/colonyauth/colonyauthtest"
 )
 
-// BenchmarkCachedToken: POST /auth/token for a key whose token is cached,
-// through the broker on loopback, beside the loopback round trip alone
-// (GET /-/healthz on the same broker) as the baseline.
-func BenchmarkCachedToken(b *testing.B) {
+// benchBroker is a broker on loopback in front of a loopback fake Colony.
+func benchBroker(b *testing.B) (*colonyauthtest.Server, *Broker, *httptest.Server) {
 	srv := colonyauthtest.NewServer()
-	defer srv.Close()
+	b.Cleanup(srv.Close)
 	br, err := New(Config{Upstream: srv.URL, CacheDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	hs := httptest.NewServer(br)
-	defer hs.Close()
+	b.Cleanup(hs.Close)
+	return srv, br, hs
+}
+
+// BenchmarkCachedToken: POST /auth/token for a key whose token is cached,
+// through the broker on loopback, beside the loopback round trip alone
+// (GET /-/healthz on the same broker) as the baseline.
+func BenchmarkCachedToken(b *testing.B) {
+	srv, br, hs := benchBroker(b)
 	c := hs.Client()
 	body := `{"api_key":"` + srv.APIKey + `"}`
 	do := func(b *testing.B, req func() (*http.Response, error)) {
@@ -51,14 +57,7 @@ func BenchmarkCachedToken(b *testing.B) {
 // BenchmarkProxy: GET /users/me through the broker, beside the same
 // request straight to the (loopback) Colony.
 func BenchmarkProxy(b *testing.B) {
-	srv := colonyauthtest.NewServer()
-	defer srv.Close()
-	br, err := New(Config{Upstream: srv.URL, CacheDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(br)
-	defer hs.Close()
+	srv, br, hs := benchBroker(b)
 	resp, err := http.Post(hs.URL+br.Path()+"/auth/token", "application/json", strings.NewReader(`{"api_key":"`+srv.APIKey+`"}`))
 	if err != nil {
 		b.Fatal(err)
