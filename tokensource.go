@@ -293,6 +293,9 @@ func (s *TokenSource) slow(ctx context.Context) (*oauth2.Token, error) {
 		}
 		f := s.flight
 		if f == nil {
+			if now.Before(s.failAt) { // the clock stepped back: the wait keeps its length (B31)
+				s.failUntil, s.failAt = now.Add(s.failUntil.Sub(s.failAt)), now
+			}
 			if now.Before(s.failUntil) {
 				e := *s.failErr
 				e.RetryAfter = roundUp(s.failUntil.Sub(now))

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/oauth2"
@@ -298,3 +299,33 @@ func (h funcHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h funcHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h funcHandler) WithGroup(string) slog.Handler      { return h }
+
+// B31 for a source alone: after a 60 s 429 hold, a clock stepped back an
+// hour stretches neither the remembered failure nor the source's own
+// record by that hour: it exchanges again within two holds.
+func TestClockSteppedBackAlone(t *testing.T) {
+	mock := clock.NewMock()
+	mock.Set(time.Now())
+	srv := colonyauthtest.NewServer(colonyauthtest.WithClock(mock))
+	defer srv.Close()
+	s := New(srv.APIKey, WithBaseURL(srv.URL), WithClock(mock))
+	srv.FailNext(1, http.StatusTooManyRequests, time.Minute)
+	_, err := s.Token()
+	require.ErrorIs(t, err, ErrRateLimited)
+	mock.Set(mock.Now().Add(-time.Hour))
+	_, err = s.Token()
+	require.ErrorIs(t, err, ErrRateLimited)
+	assert.LessOrEqual(t, asError(t, err).RetryAfter, time.Minute, "the hold keeps its length")
+	stepped := mock.Now()
+	for mock.Since(stepped) < 2*time.Hour {
+		mock.Add(10 * time.Second)
+		if _, err = s.Token(); err == nil {
+			break
+		}
+	}
+	require.NoError(t, err)
+	// Read as if written when first read after the step: at most one more
+	// hold, never the hour the clock went back.
+	assert.LessOrEqual(t, mock.Since(stepped), 2*time.Minute+10*time.Second)
+	assert.Equal(t, 2, srv.Exchanges())
+}
