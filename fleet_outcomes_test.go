@@ -85,4 +85,3 @@ func hostOneProber(t *testing.T, cache Cache) {
 		t.Logf("%d requests during the outage; first token %v after recovery, last %v", during, first, last)
 	})
 }
-
