@@ -236,23 +236,39 @@ func TestBrokerBlipAndRestartPython(t *testing.T) {
 	b := startBroker(t, bin, srv.URL, cache)
 	keys := newKeys(srv, 25)
 
+	// For comparison, 25 more agents go straight to a second fake, down
+	// for the same 30 s, at the same time.
+	direct := colonyauthtest.NewServer(colonyauthtest.WithRateLimit(30))
+	defer direct.Close()
+	directKeys := newKeys(direct, 25)
+
 	srv.Down(http.StatusBadGateway)
+	direct.Down(http.StatusBadGateway)
 	start := time.Now()
 	const blip = 30 * time.Second
-	up := time.AfterFunc(blip, srv.Up)
+	up := time.AfterFunc(blip, func() { srv.Up(); direct.Up() })
 	defer up.Stop()
-	rs := runSDKAgents(t, sdk, b.URL, keys)
-	down := 0
-	for _, q := range srv.Requests() {
-		if q.Path == "/auth/token" && q.Time.Before(start.Add(blip)) {
-			down++
+	var rs, directRs []agentResult
+	var wg sync.WaitGroup
+	wg.Go(func() { rs = runSDKAgents(t, sdk, b.URL, keys) })
+	wg.Go(func() { directRs = runSDKAgents(t, sdk, direct.URL, directKeys) })
+	wg.Wait()
+	down := func(s *colonyauthtest.Server) (n int) {
+		for _, q := range s.Requests() {
+			if q.Path == "/auth/token" && q.Time.Before(start.Add(blip)) {
+				n++
+			}
 		}
+		return n
 	}
 	ok := count(rs, func(r agentResult) bool { return r.OK })
-	t.Logf("blip: %d of 25 ok, %d requests while down, %d exchanges in all, %d 429s", ok, down, srv.Exchanges(), srv.RateLimited())
+	t.Logf("blip through the broker: %d of 25 ok, %d requests while down, %d exchanges in all, %d 429s", ok, down(srv), srv.Exchanges(), srv.RateLimited())
+	t.Logf("blip directly: %d of 25 ok, %d requests while down, %d in all, %d 429s",
+		count(directRs, func(r agentResult) bool { return r.OK }), down(direct), len(direct.Requests()), direct.RateLimited())
 	assert.Equal(t, 25, ok, "%+v", rs)
-	assert.LessOrEqual(t, down, 8, "requests while /auth/token is down")
+	assert.LessOrEqual(t, down(srv), 8, "requests while /auth/token is down")
 	assert.Zero(t, srv.RateLimited())
+	assert.Greater(t, down(direct), 25, "directly, every agent retries against the outage")
 	b.stop(t)
 
 	before := srv.Exchanges()
