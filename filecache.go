@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -166,7 +168,13 @@ func (c fileCache) Update(name string, fn func(old []byte) ([]byte, error)) erro
 	if err := c.trusted(true); err != nil {
 		return err
 	}
-	unlock, err := lockFile(filepath.Join(c.dir, ".lock"), lockWait)
+	start := time.Now()
+	release, ok := takeTurn(c.dir, lockWait)
+	if !ok {
+		return lockTimeout(c.dir, lockWait)
+	}
+	defer release()
+	unlock, err := lockFile(filepath.Join(c.dir, ".lock"), max(lockWait-time.Since(start), 0))
 	if err != nil {
 		return err
 	}
@@ -186,6 +194,64 @@ func (c fileCache) Update(name string, fn func(old []byte) ([]byte, error)) erro
 		c.log.Debug("colonyauth: ledger record unreadable, treated as empty", "error", readErr)
 	}
 	return err
+}
+
+// turns queues the goroutines of this process for a directory's lock file:
+// they take turns, first come first served, instead of polling flock
+// against each other (under load a poller can miss its turn for longer
+// than lockWait, and then act alone). The wait for a turn and for the file
+// lock share one lockWait. Each waiter makes its own channel, so nothing
+// outlives a wait (a testing/synctest bubble never meets another's).
+var turns sync.Map // directory → *turnQueue
+
+type turnQueue struct {
+	mu      sync.Mutex
+	busy    bool
+	waiters []chan struct{}
+}
+
+// takeTurn waits at most wait for this process's turn at dir's lock.
+func takeTurn(dir string, wait time.Duration) (release func(), ok bool) {
+	v, _ := turns.LoadOrStore(dir, new(turnQueue))
+	q := v.(*turnQueue)
+	q.mu.Lock()
+	if !q.busy {
+		q.busy = true
+		q.mu.Unlock()
+		return q.release, true
+	}
+	turn := make(chan struct{})
+	q.waiters = append(q.waiters, turn)
+	q.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-turn:
+		return q.release, true
+	case <-t.C:
+	}
+	q.mu.Lock()
+	if i := slices.Index(q.waiters, turn); i >= 0 {
+		q.waiters = slices.Delete(q.waiters, i, i+1)
+		q.mu.Unlock()
+		return nil, false
+	}
+	q.mu.Unlock()
+	q.release() // the turn came as the wait ended: pass it on
+	return nil, false
+}
+
+// release hands the turn to the first waiter, if any.
+func (q *turnQueue) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiters) == 0 {
+		q.busy = false
+		return
+	}
+	next := q.waiters[0]
+	q.waiters = q.waiters[1:]
+	close(next)
 }
 
 // lockWait is the longest a source waits for the directory's lock (B32):

@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -328,4 +330,48 @@ func TestClockSteppedBackAlone(t *testing.T) {
 	// hold, never the hour the clock went back.
 	assert.LessOrEqual(t, mock.Since(stepped), 2*time.Minute+10*time.Second)
 	assert.Equal(t, 2, srv.Exchanges())
+}
+
+// B32: the goroutines of one process take turns at a directory's lock,
+// first come first served, within the same bounded wait; a waiter that
+// gives up leaves the queue.
+func TestLockTurnsInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		release, ok := takeTurn(dir, lockWait)
+		require.True(t, ok)
+		v, _ := turns.Load(dir)
+		q := v.(*turnQueue)
+		queued := func() int { q.mu.Lock(); defer q.mu.Unlock(); return len(q.waiters) }
+		var order []string
+		var mu sync.Mutex
+		wait := func(name string) {
+			r, ok := takeTurn(dir, 10*time.Second)
+			mu.Lock()
+			order = append(order, fmt.Sprint(name, ok))
+			mu.Unlock()
+			if ok {
+				time.Sleep(time.Second)
+				r()
+			}
+		}
+		go wait("b")
+		synctest.Wait()
+		go wait("c")
+		synctest.Wait()
+		assert.Equal(t, 2, queued())
+		_, ok = takeTurn(dir, lockWait)
+		assert.False(t, ok, "a third waiter gives up after lockWait")
+		assert.Equal(t, 2, queued(), "and leaves the queue")
+		release()
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		mu.Lock()
+		assert.Equal(t, []string{"btrue", "ctrue"}, order)
+		mu.Unlock()
+		assert.Zero(t, queued())
+		r, ok := takeTurn(dir, 0)
+		require.True(t, ok, "the turn is free again")
+		r()
+	})
 }
