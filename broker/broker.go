@@ -95,7 +95,9 @@ func New(c Config) (*Broker, error) {
 	if err != nil || up.Host == "" || (up.Scheme != "https" && up.Scheme != "http") {
 		return nil, fmt.Errorf("broker: invalid upstream base URL %q: want https://host/path", base)
 	}
-	if err := colonyauth.New("col_check", colonyauth.WithBaseURL(base)).Check(); err != nil {
+	// The library's own checks of a base URL (https, or http to loopback only),
+	// run with a placeholder key: no source is made until a request comes.
+	if err := colonyauth.New("col_placeholder", colonyauth.WithBaseURL(base)).Check(); err != nil {
 		return nil, fmt.Errorf("broker: upstream: %w", err)
 	}
 	cache, err := colonyauth.NewFileCache(c.CacheDir)

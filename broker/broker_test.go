@@ -322,3 +322,15 @@ func decode(resp *http.Response, v any) {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// New refuses an upstream the library would refuse (plain http off
+// loopback), or no URL at all, before serving anything.
+func TestNewRefusesBadUpstream(t *testing.T) {
+	for _, u := range []string{"http://thecolony.ai/api/v1", "thecolony.ai/api/v1", "ftp://x/api/v1"} {
+		_, err := New(Config{Upstream: u, CacheDir: t.TempDir()})
+		assert.Error(t, err, u)
+	}
+	b, err := New(Config{CacheDir: t.TempDir()})
+	require.NoError(t, err)
+	assert.Equal(t, "/api/v1", b.Path(), "the Colony's path by default")
+}
