@@ -134,19 +134,12 @@ func run(ctx context.Context, args []string, e env) int {
 	noCache := fs.Bool("no-cache", false, "neither read nor write the token cache")
 	verbose := fs.Bool("v", false, "log every retry to stderr, and where the token came from")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseFlags(fs, args, e.stderr, " (the key comes from $COLONY_API_KEY or --key-file)"); !ok {
+		return code
 	}
 	if *showVersion {
 		fmt.Fprintln(e.stdout, "colonytoken", buildVersion())
 		return exitOK
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "colonytoken: unexpected argument %q (the key comes from $COLONY_API_KEY or --key-file)\n", fs.Arg(0))
-		return exitUsage
 	}
 
 	key, code := readKey(e, *keyFile)
@@ -369,4 +362,21 @@ func roundForPeople(d time.Duration) time.Duration {
 		return d.Round(time.Millisecond)
 	}
 	return d.Round(100 * time.Millisecond)
+}
+
+// parseFlags parses the flags of a command. When it returns false the
+// command ends with code: 0 after -h, 2 after a bad flag or a stray
+// argument (named, with hint).
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer, hint string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q%s\n", fs.Name(), fs.Arg(0), hint)
+		return exitUsage, false
+	}
+	return exitOK, true
 }

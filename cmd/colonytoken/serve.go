@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -46,15 +45,8 @@ func serve(ctx context.Context, args []string, e env) int {
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `FILE` (with --tls-key: serve https, on any address)")
 	tlsKey := fs.String("tls-key", "", "TLS key `FILE`")
 	verbose := fs.Bool("v", false, "log proxied requests too")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(e.stderr, "colonytoken serve: unexpected argument %q\n", fs.Arg(0))
-		return exitUsage
+	if code, ok := parseFlags(fs, args, e.stderr, ""); !ok {
+		return code
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(e.stderr, "colonytoken serve: --tls-cert and --tls-key go together")
@@ -92,6 +84,7 @@ func serve(ctx context.Context, args []string, e env) int {
 		return exitError
 	case <-ctx.Done():
 	}
+	fmt.Fprintln(e.stderr, "colonytoken serve: stopping; finishing the requests in flight (5 s at most)")
 	stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(stop); err != nil {

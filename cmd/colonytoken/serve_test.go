@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,17 +96,57 @@ func startBroker(t *testing.T, bin, upstream, cache string, args ...string) *bro
 }
 
 // stop sends SIGTERM and checks that the broker exits 0 within 5 s.
-func (p *brokerProc) stop(t *testing.T) {
+func (p *brokerProc) stop(t *testing.T) { p.stopWith(t, syscall.SIGTERM) }
+
+// stopWith sends sig and checks that the broker exits 0 within 5 s.
+func (p *brokerProc) stopWith(t *testing.T, sig os.Signal) {
 	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.cmd.Process.Signal(sig))
 	done := make(chan error, 1)
 	go func() { done <- p.cmd.Wait() }()
 	select {
 	case err := <-done:
-		assert.NoError(t, err, "exit 0 on SIGTERM: %s", p.out.String())
+		assert.NoError(t, err, "exit 0 on %v: %s", sig, p.out.String())
 	case <-time.After(6 * time.Second):
-		t.Fatal("the broker did not stop within 5 s of SIGTERM")
+		t.Fatalf("the broker did not stop within 5 s of %v", sig)
 	}
+}
+
+// B35: on SIGINT the broker finishes the request in flight (here a proxied
+// one the upstream holds until the signal is sent), then exits 0.
+func TestServeFinishesInFlightOnSIGINT(t *testing.T) {
+	bin := buildCLI(t)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		io.WriteString(w, "done")
+	}))
+	defer up.Close()
+	b := startBroker(t, bin, up.URL+"/api/v1", t.TempDir())
+	type answer struct {
+		body string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(b.URL + "/slow")
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- answer{string(body), err}
+	}()
+	<-arrived
+	require.NoError(t, b.cmd.Process.Signal(os.Interrupt))
+	require.Eventually(t, func() bool { return strings.Contains(b.out.String(), "stopping") }, 5*time.Second, 10*time.Millisecond)
+	close(release) // only once the broker is shutting down
+	a := <-got
+	require.NoError(t, a.err)
+	assert.Equal(t, "done", a.body, "the request in flight was finished")
+	b.stopWith(t, os.Interrupt)
 }
 
 func newKeys(srv *colonyauthtest.Server, n int) []string {
@@ -208,6 +249,9 @@ func TestServeListening(t *testing.T) {
 
 	code = serve(context.Background(), []string{"--tls-cert", "x.pem", "--base-url", srv.URL}, e(&out))
 	assert.Equal(t, exitUsage, code, "--tls-cert without --tls-key")
+	code = serve(context.Background(), []string{"--base-url", srv.URL, "extra"}, e(&out))
+	assert.Equal(t, exitUsage, code, "a stray argument")
+	assert.Equal(t, exitUsage, status([]string{"extra"}, e(&out)), "a stray argument to status")
 
 	sock := filepath.Join(t.TempDir(), "broker.sock")
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,11 +30,8 @@ func status(args []string, e env) int {
 	asJSON := fs.Bool("json", false, "print JSON")
 	baseURL := fs.String("base-url", "", "the Colony's base `URL` (default $COLONY_BASE_URL, else "+colonyauth.DefaultBaseURL+")")
 	cacheDir := fs.String("cache-dir", "", "the host's cache `DIR` (default os.UserCacheDir()/colonyauth)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseFlags(fs, args, e.stderr, ""); !ok {
+		return code
 	}
 	cache, err := colonyauth.NewFileCache(*cacheDir)
 	if err != nil {
