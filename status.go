@@ -2,6 +2,8 @@ package colonyauth
 
 import (
 	"errors"
+	"io/fs"
+	"os"
 	"time"
 )
 
@@ -59,6 +61,12 @@ func ReadHostStatus(c Cache, baseURL string, limit int, now time.Time) HostStatu
 	if !ok {
 		st.Problem = "the cache has no Ledger: its sources do not coordinate"
 		return st
+	}
+	if fc, ok := c.(fileCache); ok {
+		if _, err := os.Lstat(fc.dir); errors.Is(err, fs.ErrNotExist) { // reading makes nothing
+			st.Problem = "the cache directory " + fc.dir + " does not exist yet: no source has used it"
+			return st
+		}
 	}
 	var h hostRecord
 	err := safely(func() {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -70,6 +71,13 @@ func TestReadHostStatusProblems(t *testing.T) {
 	st := ReadHostStatus(c, DefaultBaseURL, DefaultHostLimit, time.Now())
 	assert.False(t, st.Coordinating)
 	assert.Contains(t, st.Problem, "chmod 700")
+
+	missing := filepath.Join(t.TempDir(), "never-used")
+	c, err = NewFileCache(missing)
+	require.NoError(t, err)
+	st = ReadHostStatus(c, DefaultBaseURL, DefaultHostLimit, time.Now())
+	assert.Contains(t, st.Problem, "does not exist yet")
+	assert.NoDirExists(t, missing, "reading creates nothing")
 
 	st = ReadHostStatus(&stubCache{}, DefaultBaseURL, DefaultHostLimit, time.Now())
 	assert.False(t, st.Coordinating)
